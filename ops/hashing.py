@@ -1,0 +1,56 @@
+"""Canonical JSON and content keys: same stage, code version, config and inputs give the same key."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+KEY_LENGTH_HEX = 16
+
+
+def to_plain(value: Any) -> Any:
+    """Dataclasses, tuples and mappings as JSON-ready builtins, so hashing never depends on Python types."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_plain(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        # 1.0 and 1 must hash alike: YAML and --set overrides spell numbers either way.
+        return int(value)
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, UTF-8 kept: a stable text for hashing."""
+    return json.dumps(to_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_key(stage: str, code_version: str, config: Any, input_keys: Mapping[str, str]) -> str:
+    """Hex digest naming a stage's artifact; any change in its inputs' keys changes it too."""
+    payload = {
+        "stage": stage,
+        "code_version": code_version,
+        "config": to_plain(config),
+        "inputs": dict(sorted(input_keys.items())),
+    }
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()[:KEY_LENGTH_HEX]
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested config as dotted keys (``llm.hidden_size``), for MLflow params."""
+    plain = to_plain(value)
+    if not isinstance(plain, dict):
+        return {prefix: plain}
+    flat: dict[str, Any] = {}
+    for key, item in plain.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if isinstance(item, dict) and item:
+            flat.update(flatten(item, dotted))
+        else:
+            flat[dotted] = item
+    return flat

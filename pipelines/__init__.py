@@ -1,0 +1,1 @@
+"""One stage per file: a frozen config dataclass and the code that runs it on Ray Data / Ray Train."""

@@ -1,0 +1,62 @@
+"""The stage contract: what a stage declares, what it is handed, and what it hands back."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from ops.artifact_dir import ArtifactDir
+from ops.manifest import StageCounts
+
+MetricsLogger = Callable[[dict[str, float], int | None], None]
+
+
+def _discard_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    del metrics, step
+
+
+def _discard_text(text: str, name: str) -> None:
+    del text, name
+
+
+@dataclasses.dataclass
+class StageContext:
+    """Handed to a stage's run: its own artifact directory, its inputs' directories and a metrics sink."""
+
+    artifact: ArtifactDir
+    inputs: dict[str, ArtifactDir]
+    log_metrics: MetricsLogger = _discard_metrics
+    log_text: Callable[[str, str], None] = _discard_text  # (text, artifact file name) into the stage's run
+    # Set by the workflow so that Ray Train's rank 0 can log into the stage's MLflow run.
+    tracking_uri: str | None = None
+    mlflow_run_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StageOutcome:
+    """Counts that must reconcile (in = out + rejected) and the stage's headline metrics."""
+
+    counts: StageCounts
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    # Extra manifest content, e.g. per-shard stats; JSON-serialisable.
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+    """A stage as the workflow sees it. Bump code_version when the same config would now give other output."""
+
+    name: str
+    code_version: str
+    config_cls: type
+    inputs: tuple[str, ...]
+    run: Callable[[Any, StageContext], StageOutcome]
+    description: str
+    # Sharded stages keep per-shard markers and resume a half-done directory instead of clearing it.
+    sharded: bool = False
+    # When the inputs depend on the config (download reads the scenes stage only without a url_list).
+    resolve_inputs: Callable[[Any], tuple[str, ...]] | None = None
+
+    def inputs_for(self, config: Any) -> tuple[str, ...]:
+        return self.resolve_inputs(config) if self.resolve_inputs is not None else self.inputs

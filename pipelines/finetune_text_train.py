@@ -1,0 +1,188 @@
+"""Ray Train side of finetune_text: the per-worker function, checkpoints, rank-0 MLflow, CRA."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from ops.artifact_dir import ArtifactDir
+from pipelines.base import StageContext
+
+LOG_EVERY_STEPS = 5
+
+
+def _load_backbone(model: str, trust_remote_code: bool):
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:  # Llama tokenizers ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    backbone = AutoModel.from_pretrained(model, trust_remote_code=trust_remote_code, use_safetensors=True)
+    return backbone, tokenizer
+
+
+def train_worker(settings: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker; torch.distributed (gloo/nccl) is up when it starts."""
+    import mlflow
+    import ray.train
+    import ray.train.torch
+
+    from models.text_encoder import LLMTextEncoder
+    from models.text_encoder_io import apply_lora, save_text_encoder
+    from pipelines.finetune_text import FinetuneTextConfig
+    from pipelines.finetune_text_loop import LoopSettings, build_optimizer, swap_sides, train_steps
+
+    config: FinetuneTextConfig = settings["config"]
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(config.seed)
+    backbone, tokenizer = _load_backbone(settings["base_model"], config.trust_remote_code)
+    if config.gradient_checkpointing:
+        backbone.gradient_checkpointing_enable()
+    if config.lora is not None:
+        backbone = apply_lora(backbone, config.lora)
+    encoder = LLMTextEncoder(backbone, config.encoder).to(device)
+    loop = LoopSettings(
+        temperature=config.temperature,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        max_steps=config.max_steps,
+        max_grad_norm=config.max_grad_norm,
+        seed=config.seed,
+    )
+    optimizer, scheduler = build_optimizer(encoder, loop)
+    start_step = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / "state.pt", map_location=device, weights_only=True)
+        trainable = {n: p for n, p in encoder.named_parameters() if p.requires_grad}
+        for name, tensor in state["trainable"].items():
+            trainable[name].data.copy_(tensor)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_step = state["step"]
+        print(f"[finetune_text] rank {rank}: resumed from step {start_step}")
+
+    client = None
+    if rank == 0 and settings.get("tracking_uri") and settings.get("run_id"):
+        client = mlflow.MlflowClient(settings["tracking_uri"])
+    shard = ray.train.get_dataset_shard("train")
+    autocast = torch.bfloat16 if (config.use_gpu and config.bf16) else None
+    pending: list[tuple[int, dict[str, float]]] = []
+
+    def batches():
+        epoch = 0
+        while True:  # epochs until max_steps; drop_last keeps every worker's step count equal
+            rng = random.Random(config.seed * 1_000_003 + epoch * 101 + rank)
+            for batch in shard.iter_batches(
+                batch_size=config.batch_size_per_worker, drop_last=True, local_shuffle_buffer_size=256
+            ):
+                yield swap_sides(list(batch["original"]), list(batch["dense"]), rng)
+            epoch += 1
+
+    def on_step(step: int, metrics: dict[str, float]) -> None:
+        pending.append((step, metrics))
+        final = step >= config.max_steps
+        if client is not None and (step % LOG_EVERY_STEPS == 0 or final):
+            for logged_step, logged in pending:
+                for name, value in logged.items():
+                    client.log_metric(settings["run_id"], f"train_{name}", value, step=logged_step)
+            pending.clear()
+        if step % config.checkpoint_every_steps == 0 or final:
+            with tempfile.TemporaryDirectory() as folder:
+                if rank == 0:
+                    state = {
+                        "trainable": {
+                            n: p.detach().cpu() for n, p in encoder.named_parameters() if p.requires_grad
+                        },
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "step": step,
+                    }
+                    torch.save(state, Path(folder) / "state.pt")
+                ray.train.report(
+                    {"step": step, "loss": metrics["loss"], "start_step": start_step},
+                    checkpoint=ray.train.Checkpoint.from_directory(folder) if rank == 0 else None,
+                )
+
+    train_steps(
+        encoder, tokenizer, batches(), loop, optimizer, scheduler, start_step, on_step, device, autocast
+    )
+    if rank == 0:
+        artifact = ArtifactDir(settings["artifact_uri"])
+        with artifact.local_dir("encoder") as folder:
+            save_text_encoder(encoder.cpu().eval(), tokenizer, folder)
+
+
+def run_training(config, base_model: str, train: pa.Table, ctx: StageContext) -> dict[str, float]:
+    """TorchTrainer over the training pairs; Ray Train's storage under the artifact resumes a rerun."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    began = time.perf_counter()
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={
+            "config": config,
+            "base_model": base_model,
+            "artifact_uri": ctx.artifact.uri,
+            "tracking_uri": ctx.tracking_uri,
+            "run_id": ctx.mlflow_run_id,
+        },
+        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
+        run_config=ray.train.RunConfig(
+            name="train",
+            storage_path=ctx.artifact.uri,
+            failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+        ),
+        datasets={"train": ray.data.from_arrow(train.select(["original", "dense"]))},
+    )
+    result = trainer.fit()
+    elapsed = time.perf_counter() - began
+    steps = config.max_steps - int(result.metrics.get("start_step", 0))
+    pairs = steps * config.batch_size_per_worker * config.num_workers
+    return {
+        "final_loss": float(result.metrics.get("loss", float("nan"))),
+        "resumed_from_step": float(result.metrics.get("start_step", 0)),
+        "train_s": elapsed,
+        "pairs_per_s": pairs / max(elapsed, 1e-9),
+    }
+
+
+def evaluate_cra(
+    model: str, config, held_out: pa.Table, trust_remote_code: bool = False, saved: bool = False
+) -> float:
+    """CRA of a base LLM (same pooling settings) or of a saved encoder folder, on the held-out pairs."""
+    from models.text_encoder import LLMTextEncoder
+    from models.text_encoder_io import load_text_encoder
+    from ops.retrieval_metrics import caption_retrieval_accuracy
+
+    if saved:
+        with tempfile.TemporaryDirectory() as staging:
+            source = ArtifactDir(model)
+            local = source.path if source.is_local else staging
+            if not source.is_local:
+                source.fs.get(source.path + "/", staging, recursive=True)
+            encoder, tokenizer = load_text_encoder(local, trust_remote_code=trust_remote_code)
+            return _cra(encoder, tokenizer, held_out, caption_retrieval_accuracy)
+    backbone, tokenizer = _load_backbone(model, trust_remote_code)
+    encoder = LLMTextEncoder(backbone.eval(), dataclasses.replace(config.encoder))
+    return _cra(encoder, tokenizer, held_out, caption_retrieval_accuracy)
+
+
+def _cra(encoder, tokenizer, held_out: pa.Table, metric) -> float:
+    first = encoder.encode(tokenizer, held_out["original"].to_pylist())
+    second = encoder.encode(tokenizer, held_out["dense"].to_pylist())
+    return metric(first, second)

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import torch
+
+from models.text_encoder import LLMTextEncoder, TextEncoderConfig
+from models.text_encoder_io import LoraSpec, apply_lora, load_text_encoder, save_text_encoder
+from models.tiny_factory import build_tiny_llm, train_scene_tokenizer
+from models.tiny_specs import TinyLlmSpec
+from ops.scenes import vocabulary_corpus
+
+TEXTS = ["a red circle", "A small blue square is in the center. The blue square is below the red circle."]
+
+
+def test_lora_trains_a_small_share_and_the_merged_folder_reloads_identically(tmp_path):
+    tokenizer = train_scene_tokenizer(vocabulary_corpus(), vocab_size=1024)
+    backbone = build_tiny_llm(tokenizer, TinyLlmSpec(), seed=0).model
+    config = TextEncoderConfig(instruction="Caption: ", max_length=64)
+    base = LLMTextEncoder(backbone, config).encode(tokenizer, TEXTS)
+
+    peft_backbone = apply_lora(backbone, LoraSpec(rank=4, alpha=8))
+    trainable = sum(p.numel() for p in peft_backbone.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in peft_backbone.parameters())
+    assert 0 < trainable < total * 0.2
+    with torch.no_grad():  # as if trained: LoRA's B matrices start at zero
+        for name, parameter in peft_backbone.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.05)
+    encoder = LLMTextEncoder(peft_backbone, config).eval()
+    tuned = encoder.encode(tokenizer, TEXTS)
+    assert not torch.allclose(base, tuned, atol=1e-3)
+
+    save_text_encoder(encoder, tokenizer, tmp_path / "encoder")
+    assert (tmp_path / "encoder" / "model.safetensors").is_file()
+    assert not list((tmp_path / "encoder").glob("*.bin"))
+    loaded, loaded_tokenizer = load_text_encoder(tmp_path / "encoder")
+    assert loaded.config == config
+    assert torch.allclose(loaded.encode(loaded_tokenizer, TEXTS), tuned, atol=1e-5)

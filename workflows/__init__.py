@@ -1,0 +1,1 @@
+"""Entrypoints, the stage chain, caching and MLflow runs."""

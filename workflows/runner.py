@@ -1,0 +1,122 @@
+"""Execute a plan stage by stage inside the driver; Ray Data and Ray Train inside each stage distribute."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+from ops.artifact_dir import ArtifactDir
+from ops.manifest import build_manifest
+from pipelines.base import StageContext
+from workflows.plan import CACHED, RERUN, SKIP, PlannedStage, format_table
+from workflows.tracking import WorkflowTracker
+
+
+@dataclasses.dataclass
+class StageReport:
+    stage: str
+    status: str  # cached | ran | resumed | skipped | failed
+    duration_s: float
+    counts: dict[str, int]
+    uri: str
+    key: str
+
+
+def execute_plan(
+    plan: list[PlannedStage], tracker: WorkflowTracker, reports: list[StageReport] | None = None
+) -> list[StageReport]:
+    """Run or reuse each stage in order; a stage's manifest is written only after it returned cleanly.
+
+    Reports are appended to ``reports`` as stages finish, so a caller still has them when one fails.
+    """
+    reports = [] if reports is None else reports
+    artifacts: dict[str, ArtifactDir] = {}
+    for planned in plan:
+        spec, artifact = planned.spec, planned.artifact
+        artifacts[spec.name] = artifact
+        if planned.action == SKIP:
+            reports.append(StageReport(spec.name, "skipped", 0.0, {}, artifact.uri, planned.key))
+            continue
+        cache_hit = planned.action == CACHED
+        tags = {
+            "artifact_key": planned.key,
+            "artifact_uri": artifact.uri,
+            "code_version": spec.code_version,
+            "input_keys": json.dumps(planned.input_keys, sort_keys=True),
+            "cache_hit": str(cache_hit).lower(),
+            "action": planned.action,
+        }
+        with tracker.stage_run(spec.name, planned.config, tags) as run_id:
+            if cache_hit:
+                manifest = artifact.read_manifest()
+                tracker.log_manifest(run_id, manifest)
+                reports.append(
+                    StageReport(spec.name, "cached", 0.0, manifest["counts"], artifact.uri, planned.key)
+                )
+                print(f"[workflow] {spec.name}: cached ({artifact.uri})", flush=True)
+                continue
+            resumed = bool(spec.sharded and artifact.exists() and planned.action != RERUN)
+            if planned.action == RERUN or (artifact.exists() and not spec.sharded):
+                artifact.clear()
+            print(
+                f"[workflow] {spec.name}: {'resuming' if resumed else 'running'} -> {artifact.uri}",
+                flush=True,
+            )
+            ctx = StageContext(
+                artifact=artifact,
+                inputs={dep: artifacts[dep] for dep in planned.input_keys},
+                log_metrics=tracker.metrics_logger(run_id),
+                log_text=lambda text, name, run_id=run_id: tracker.log_text(run_id, text, name),
+                tracking_uri=tracker.tracking_uri,
+                mlflow_run_id=run_id,
+            )
+            started = time.time()
+            try:
+                outcome = spec.run(planned.config, ctx)
+            except BaseException:
+                reports.append(
+                    StageReport(spec.name, "failed", time.time() - started, {}, artifact.uri, planned.key)
+                )
+                raise
+            manifest = build_manifest(
+                stage=spec.name,
+                key=planned.key,
+                code_version=spec.code_version,
+                config=planned.config,
+                input_keys=planned.input_keys,
+                counts=outcome.counts,
+                metrics=outcome.metrics,
+                started_at=started,
+                finished_at=time.time(),
+                extra={
+                    "input_uris": {dep: artifacts[dep].uri for dep in planned.input_keys},
+                    "details": outcome.details,
+                },
+            )
+            artifact.write_manifest(manifest)  # last: from here on the artifact is a cache hit
+            tracker.log_manifest(run_id, manifest)
+            status = "resumed" if resumed else "ran"
+            reports.append(
+                StageReport(
+                    spec.name, status, manifest["duration_s"], manifest["counts"], artifact.uri, planned.key
+                )
+            )
+    return reports
+
+
+def format_summary(reports: list[StageReport]) -> str:
+    rows = [("stage", "status", "duration_s", "rows_in", "rows_out", "rejected", "artifact")]
+    for r in reports:
+        rows.append(
+            (
+                r.stage,
+                r.status,
+                f"{r.duration_s:.1f}",
+                r.counts.get("num_in", "-"),
+                r.counts.get("num_out", "-"),
+                r.counts.get("num_rejected", "-"),
+                r.uri,
+            )
+        )
+    return format_table(rows)
