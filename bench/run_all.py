@@ -6,7 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ("demo_walltime.py", "download_throughput.py", "recaption_throughput.py")
+BENCHES = (
+    "demo_walltime.py",
+    "download_throughput.py",
+    "recaption_throughput.py",
+    "finetune_throughput.py",
+    "embed_throughput.py",
+)
 
 
 def main() -> int:

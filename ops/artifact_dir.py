@@ -132,6 +132,16 @@ class ArtifactDir:
             yield staging
             self.fs.put(staging + "/", self.child_path(relative), recursive=True)
 
+    @contextlib.contextmanager
+    def local_copy(self, relative: str) -> Iterator[str]:
+        """A local folder holding relative's files: the real one on local storage, else a temp download."""
+        if self.is_local:
+            yield self.child_path(relative)
+            return
+        with tempfile.TemporaryDirectory(prefix="artifact-") as staging:
+            self.fs.get(self.child_path(relative) + "/", staging, recursive=True)
+            yield staging
+
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
     protocol = fs.protocol

@@ -1,7 +1,9 @@
 """Caption-contrastive fine-tuning stage: an LLM becomes a caption encoder (LLM2CLIP step 1), on Ray Train.
 
 Output layout:
-  pairs/train.parquet, pairs/eval.parquet   the (original, dense) caption pairs used, by key
+  pairs/train.parquet                       training pairs: key, kind, caption_1, caption_2 (+ hard negatives)
+  pairs/eval.parquet                        held-out images: key, original, dense (for CRA)
+  mntp_model/                               the MNTP-adapted backbone, when mntp_steps > 0
   train/                                    Ray Train's storage: checkpoints (a rerun resumes from them)
   encoder/                                  merged safetensors, tokenizer, encoder_config.json
 """
@@ -10,18 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import zlib
-
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from models.text_encoder import TextEncoderConfig
 from models.text_encoder_io import LoraSpec
-from ops.artifact_dir import ArtifactDir
 from ops.config_schema import check
 from ops.manifest import StageCounts
 from pipelines.base import StageContext, StageOutcome, StageSpec
+from pipelines.finetune_text_pairs import collect_pairs, training_pairs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +28,13 @@ class FinetuneTextConfig:
     # (a provided recaption, or the demo's ground truth), or the recaption stage's output.
     dense_caption_source: str = "column"  # column | recaption
     dense_caption_column: str = "dense_caption"
+    # (short dense, long dense) pairs beside (original, dense): none, a provided column, or the dense
+    # caption's first sentences (DreamLIP's short captions). Images whose dense caption has no more
+    # than short_dense_sentences sentences get no such pair.
+    short_dense_source: str = "none"  # none | column | first_sentences
+    short_dense_column: str = "short_dense_caption"
+    short_dense_sentences: int = 1
+    hard_negatives: bool = False  # add the closest-worded caption of another image as a negative
     eval_split_value: str = "eval"  # rows whose `split` field equals this are held out for CRA
     num_eval_pairs: int = 256  # held out by key hash when the data has no `split` field
     encoder: TextEncoderConfig = dataclasses.field(default_factory=TextEncoderConfig)
@@ -50,6 +54,11 @@ class FinetuneTextConfig:
     max_failures: int = 1  # worker failures Ray Train recovers from (from the last checkpoint)
     seed: int = 0
     trust_remote_code: bool = False
+    # LLM2Vec's masked next-token prediction before contrastive training; 0 = off (LLM2CLIP skips it)
+    mntp_steps: int = 0
+    mntp_learning_rate: float = 5e-4
+    mntp_mask_probability: float = 0.2  # fraction of caption tokens masked
+    mntp_mask_token: str = "_"  # used when the tokenizer has no mask token (LLM2Vec's choice for Llama)
 
     def __post_init__(self):
         check(
@@ -64,6 +73,25 @@ class FinetuneTextConfig:
         check(self.learning_rate > 0, "learning_rate", "a positive number", self.learning_rate)
         check(self.num_eval_pairs > 0, "num_eval_pairs", "a positive count", self.num_eval_pairs)
         check(self.max_failures >= 0, "max_failures", "zero or more", self.max_failures)
+        check(
+            self.short_dense_source in ("none", "column", "first_sentences"),
+            "short_dense_source",
+            "none, column or first_sentences",
+            self.short_dense_source,
+        )
+        check(
+            self.short_dense_sentences > 0,
+            "short_dense_sentences",
+            "a positive count",
+            self.short_dense_sentences,
+        )
+        check(self.mntp_steps >= 0, "mntp_steps", "zero (off) or a positive count", self.mntp_steps)
+        check(
+            0 < self.mntp_mask_probability < 1,
+            "mntp_mask_probability",
+            "in (0, 1)",
+            self.mntp_mask_probability,
+        )
 
 
 def finetune_inputs(config: FinetuneTextConfig) -> tuple[str, ...]:
@@ -75,60 +103,21 @@ def finetune_inputs(config: FinetuneTextConfig) -> tuple[str, ...]:
     return tuple(needed)
 
 
-def collect_pairs(
-    download: ArtifactDir, recaption: ArtifactDir | None, config: FinetuneTextConfig
-) -> tuple[pa.Table, pa.Table, int]:
-    """(train, eval, rows without a usable pair) from img2dataset's per-shard parquet (no image bytes)."""
-    tables = []
-    for name in download.list("shards"):
-        if name.endswith(".parquet"):
-            with download.open(f"shards/{name}") as handle:
-                table = pq.read_table(handle)
-            tables.append(table.filter(pc.equal(table["status"], "success")))
-    rows = pa.concat_tables(tables, promote_options="permissive")
-    if config.dense_caption_source == "recaption":
-        captions = [
-            pq.read_table(recaption.open(f"captions/{n}"))
-            .select(["key", "caption"])
-            .rename_columns(["key", "dense"])
-            for n in recaption.list("captions")
-        ]
-        rows = rows.join(pa.concat_tables(captions), "key", join_type="left outer")
-    else:
-        if config.dense_caption_column not in rows.column_names:
-            raise ValueError(
-                f"{download.uri}/shards: no field {config.dense_caption_column!r} in the samples; "
-                f"fields are {rows.column_names}"
-            )
-        rows = rows.append_column("dense", rows[config.dense_caption_column])
-    pairs = rows.select(["key", "caption", "dense", *(["split"] if "split" in rows.column_names else [])])
-    pairs = pairs.rename_columns(["key", "original", "dense", *pairs.column_names[3:]])
-    usable = pc.and_(pc.invert(pc.is_null(pairs["original"])), pc.invert(pc.is_null(pairs["dense"])))
-    unusable = pairs.num_rows - int(pc.sum(usable).as_py() or 0)
-    pairs = pairs.filter(usable).sort_by("key")
-    if "split" in pairs.column_names:
-        held = pc.equal(pairs["split"], config.eval_split_value)
-    else:
-        ranks = sorted(range(pairs.num_rows), key=lambda i: zlib.crc32(pairs["key"][i].as_py().encode()))
-        chosen = set(ranks[: config.num_eval_pairs])
-        held = pa.array([i in chosen for i in range(pairs.num_rows)])
-    return pairs.filter(pc.invert(held)), pairs.filter(held), unusable
-
-
 def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOutcome:
     from pipelines.finetune_text_train import evaluate_cra, run_training
 
     started = time.perf_counter()
     base_model = config.base_model or ctx.inputs["tiny_models"].child_uri("llm")
     train, held_out, unusable = collect_pairs(ctx.inputs["download"], ctx.inputs.get("recaption"), config)
-    if train.num_rows < config.batch_size_per_worker * config.num_workers:
+    training = training_pairs(train, config.hard_negatives, seed=config.seed)
+    if training.num_rows < config.batch_size_per_worker * config.num_workers:
         raise ValueError(
-            f"finetune_text: {train.num_rows} training pairs, fewer than one global batch "
+            f"finetune_text: {training.num_rows} training pairs, fewer than one global batch "
             f"({config.num_workers} workers x {config.batch_size_per_worker})"
         )
-    ctx.artifact.write_parquet_atomic("pairs/train.parquet", train)
+    ctx.artifact.write_parquet_atomic("pairs/train.parquet", training)
     ctx.artifact.write_parquet_atomic("pairs/eval.parquet", held_out)
-    result = run_training(config, base_model, train, ctx)
+    result = run_training(config, base_model, training, ctx)
     encoder_uri = ctx.artifact.child_uri("encoder")
     cra_base = evaluate_cra(base_model, config, held_out, trust_remote_code=config.trust_remote_code)
     cra_tuned = evaluate_cra(
@@ -138,7 +127,8 @@ def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOut
         **result,
         "cra_base": cra_base,
         "cra_finetuned": cra_tuned,
-        "num_train_pairs": float(train.num_rows),
+        "num_train_images": float(train.num_rows),
+        "num_train_pairs": float(training.num_rows),
         "num_eval_pairs": float(held_out.num_rows),
         "stage_s": time.perf_counter() - started,
     }
@@ -155,7 +145,7 @@ def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOut
 
 STAGE = StageSpec(
     name="finetune_text",
-    code_version="1",
+    code_version="2",
     config_cls=FinetuneTextConfig,
     inputs=("download", "tiny_models"),
     run=run_finetune_text,

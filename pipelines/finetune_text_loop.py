@@ -15,7 +15,8 @@ import torch.distributed as dist
 from models.text_encoder import LLMTextEncoder, build_text_inputs
 from ops.contrastive import info_nce_loss
 
-Batch = dict[str, list[str]]  # "query_side" and "key_side" caption lists of equal length
+# "query_side" and "key_side" caption lists of equal length, and optionally "hard_negative"
+Batch = dict[str, list[str]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,15 +58,20 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def swap_sides(originals: list[str], denses: list[str], rng: random.Random) -> Batch:
-    """Which caption is the query is drawn per pair, so the encoder learns both directions."""
-    query, key = [], []
-    for a, b in zip(originals, denses):
-        if rng.random() < 0.5:
-            a, b = b, a
-        query.append(a)
-        key.append(b)
-    return {"query_side": query, "key_side": key}
+def swap_sides(columns: dict[str, list[str]], rng: random.Random) -> Batch:
+    """Which caption of a pair is the query is drawn per pair, so the encoder learns both directions.
+    With hard negatives, the key side's negative is the partner image's caption of the key's kind."""
+    with_negatives = "hard_negative_1" in columns
+    batch: Batch = {"query_side": [], "key_side": []}
+    if with_negatives:
+        batch["hard_negative"] = []
+    for i, (first, second) in enumerate(zip(columns["caption_1"], columns["caption_2"])):
+        flipped = rng.random() < 0.5
+        batch["query_side"].append(second if flipped else first)
+        batch["key_side"].append(first if flipped else second)
+        if with_negatives:
+            batch["hard_negative"].append(columns["hard_negative_1" if flipped else "hard_negative_2"][i])
+    return batch
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
@@ -106,11 +112,25 @@ def train_steps(
             break
         query_inputs = build_text_inputs(tokenizer, batch["query_side"], encoder.config)
         key_inputs = build_text_inputs(tokenizer, batch["key_side"], encoder.config)
+        negative_inputs = (
+            build_text_inputs(tokenizer, batch["hard_negative"], encoder.config)
+            if "hard_negative" in batch
+            else None
+        )
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             queries = encoder(**{k: v.to(device) for k, v in query_inputs.items()})
             keys = encoder(**{k: v.to(device) for k, v in key_inputs.items()})
-        all_keys = gather_with_grad(keys)
-        loss = info_nce_loss(queries, all_keys, settings.temperature, labels_offset=rank * queries.shape[0])
+            negatives = (
+                encoder(**{k: v.to(device) for k, v in negative_inputs.items()}) if negative_inputs else None
+            )
+        all_negatives = gather_with_grad(negatives) if negatives is not None else None
+        loss = info_nce_loss(
+            queries,
+            gather_with_grad(keys),
+            settings.temperature,
+            hard_negatives=all_negatives,
+            labels_offset=rank * queries.shape[0],
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         trainable = [p for p in encoder.parameters() if p.requires_grad]
@@ -124,13 +144,70 @@ def train_steps(
 
 
 def pair_batches(rows: Iterable[dict[str, Any]], batch_size: int, seed: int, epoch: int) -> Iterator[Batch]:
-    """Plain-Python batching of {original, dense} rows (the no-Ray path); drops the last partial batch
+    """Plain-Python batching of training-pair rows (the no-Ray path); drops the last partial batch
     so that every step has batch_size pairs on every worker."""
     rng = random.Random(seed * 1_000_003 + epoch)
-    originals, denses = [], []
+    pending: list[dict[str, Any]] = []
     for row in rows:
-        originals.append(row["original"])
-        denses.append(row["dense"])
-        if len(originals) == batch_size:
-            yield swap_sides(originals, denses, rng)
-            originals, denses = [], []
+        pending.append(row)
+        if len(pending) == batch_size:
+            yield swap_sides({name: [r[name] for r in pending] for name in pending[0]}, rng)
+            pending = []
+
+
+@dataclasses.dataclass(frozen=True)
+class MntpSettings:
+    steps: int
+    learning_rate: float
+    mask_probability: float
+    mask_token: str
+    max_length: int  # tokens per caption
+    seed: int
+
+
+def mntp_steps(
+    causal_lm: torch.nn.Module,
+    tokenizer,
+    text_batches: Iterable[list[str]],
+    settings: MntpSettings,
+    on_step: Callable[[int, dict[str, float]], None],
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+) -> int:
+    """LLM2Vec's MNTP warm-up on captions: trains what requires grad (LoRA) for settings.steps steps,
+    gradients averaged across workers; returns the steps done."""
+    from models.mntp import mask_for_mntp, mntp_loss, resolve_mask_token_id
+
+    rank, _ = rank_and_world()
+    generator = torch.Generator().manual_seed(settings.seed * 7919 + rank)
+    mask_id = resolve_mask_token_id(tokenizer, settings.mask_token)
+    trainable = [p for p in causal_lm.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate)
+    causal_lm.train()
+    step = 0
+    for texts in text_batches:
+        if step >= settings.steps:
+            break
+        batch = tokenizer(
+            texts, padding=True, truncation=True, max_length=settings.max_length, return_tensors="pt"
+        )
+        special = torch.tensor(
+            [
+                tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
+                for ids in batch.input_ids.tolist()
+            ]
+        )
+        maskable = batch.attention_mask.bool() & ~special.bool()
+        masked, labels = mask_for_mntp(
+            batch.input_ids, maskable, mask_id, settings.mask_probability, len(tokenizer), generator
+        )
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            loss = mntp_loss(causal_lm, masked.to(device), batch.attention_mask.to(device), labels.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(trainable)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        step += 1
+        on_step(step, {"mntp_loss": loss.item()})
+    return step

@@ -49,13 +49,13 @@ def run_workflow(
 
 @pytest.fixture(scope="session")
 def chain_recipe(tmp_path_factory) -> Path:
-    """The demo recipe without recaption and fine-tuning, for the caching tests that run the chain many
-    times (a vLLM engine or a Ray Train run costs about a minute each on 2 cores)."""
+    """The demo recipe without recaption, fine-tuning and what needs them, for the caching tests that run
+    the chain many times (a vLLM engine or a Ray Train run costs about a minute each on 2 cores)."""
     import yaml
 
     data = yaml.safe_load(DEMO_RECIPE.read_text())
-    data.pop("recaption")
-    data.pop("finetune_text")
+    for stage in ("recaption", "finetune_text", "embed"):
+        data.pop(stage)
     path = tmp_path_factory.mktemp("recipes") / "demo-no-recaption.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from pipelines import download, finetune_text, recaption, scenes, tiny_models
+from pipelines import download, embed, finetune_text, recaption, scenes, tiny_models
 from pipelines.base import StageSpec
 
 # Order is the chain's order; each stage's inputs must come earlier. Stage issues append here:
-# embed -> train_vision -> evaluate.
+# train_vision -> evaluate.
 CHAIN: tuple[StageSpec, ...] = (
     scenes.STAGE,
     tiny_models.STAGE,
     download.STAGE,
     recaption.STAGE,
     finetune_text.STAGE,
+    embed.STAGE,
 )
 STAGES: dict[str, StageSpec] = {spec.name: spec for spec in CHAIN}

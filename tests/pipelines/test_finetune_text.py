@@ -1,10 +1,18 @@
-"""finetune_text on Ray Train (2 CPU workers): loss falls, CRA rises, the encoder reloads, reruns resume."""
+"""finetune_text on Ray Train (2 CPU workers): loss falls, CRA rises, the encoder reloads, a killed
+worker recovers from its checkpoint, reruns resume."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
+import psutil
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -25,7 +33,7 @@ def test_demo_finetuning_beats_the_base_llm_on_cra(demo_root):
     manifest = json.loads((folder / "manifest.json").read_text())
     metrics = manifest["metrics"]
     assert manifest["counts"] == {"num_in": 64, "num_out": 64, "num_rejected": 0, "rejected_by_reason": {}}
-    assert metrics["num_train_pairs"] == 48 and metrics["num_eval_pairs"] == 16
+    assert metrics["num_train_images"] == 48 and metrics["num_eval_pairs"] == 16
     assert metrics["cra_finetuned"] >= metrics["cra_base"] + 0.2, metrics
 
     encoder, tokenizer = load_text_encoder(folder / "encoder")
@@ -44,21 +52,64 @@ def test_demo_finetuning_beats_the_base_llm_on_cra(demo_root):
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
 
 
-def test_rerun_resumes_from_the_last_checkpoint(demo_root, tmp_path, ray_session):
+def _registered_checkpoints(train_dir: Path) -> int:
+    snapshot = train_dir / "checkpoint_manager_snapshot.json"
+    try:
+        return len(json.loads(snapshot.read_text())["checkpoint_results"])
+    except (OSError, ValueError, KeyError):  # not written yet, or caught mid-write
+        return 0
+
+
+def _kill_one_train_worker_after_first_checkpoint(train_dir: Path, killed: list[int]) -> None:
+    """SIGKILL one Ray Train worker process once the controller has registered a checkpoint (a folder
+    on disk is not enough: an unregistered one is not resumed from). A real crash, not a raised error."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and _registered_checkpoints(train_dir) < 1:
+        time.sleep(0.05)
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if "RayTrainWorker" in " ".join(process.info["cmdline"] or []):
+            os.kill(process.info["pid"], signal.SIGKILL)
+            killed.append(process.info["pid"])
+            return
+
+
+def test_killed_worker_recovers_from_checkpoint_and_a_rerun_resumes(demo_root, tmp_path, ray_session):
+    """MNTP first, (short, long) pairs and hard negatives on; one worker is SIGKILLed mid-training."""
     inputs = {
         "download": ArtifactDir(str(_only_complete(demo_root, "download"))),
         "tiny_models": ArtifactDir(str(_only_complete(demo_root, "tiny_models"))),
     }
-    settings = {"batch_size_per_worker": 8, "checkpoint_every_steps": 2, "encoder": {"max_length": 160}}
+    settings = {
+        "batch_size_per_worker": 8,
+        "checkpoint_every_steps": 2,
+        "encoder": {"max_length": 160},
+        "mntp_steps": 4,
+        "hard_negatives": True,
+        "short_dense_source": "first_sentences",
+        "short_dense_sentences": 2,  # the scenes' first sentence alone is shared by many images
+    }
     artifact = ArtifactDir(str(tmp_path / "ft"))
+    killed: list[int] = []
+    killer = threading.Thread(
+        target=_kill_one_train_worker_after_first_checkpoint, args=(tmp_path / "ft" / "train", killed)
+    )
+    killer.start()
     first = run_finetune_text(
-        build_config(FinetuneTextConfig, {**settings, "max_steps": 4}, "finetune_text"),
+        build_config(FinetuneTextConfig, {**settings, "max_steps": 40}, "finetune_text"),
         StageContext(artifact, inputs),
     )
-    assert first.metrics["resumed_from_step"] == 0
+    killer.join()
+    assert len(killed) == 1
+    assert first.metrics["resumed_from_step"] >= 2  # the restarted workers loaded a checkpoint
+    assert (tmp_path / "ft" / "mntp_model" / "_DONE").is_file()
+    pairs = pq.read_table(tmp_path / "ft" / "pairs" / "train.parquet")
+    assert set(pairs["kind"].to_pylist()) == {"original_dense", "short_long"}
+    assert pairs.filter(pc.equal(pairs["kind"], "original_dense")).num_rows == 48
+    assert "hard_negative_2" in pairs.column_names
+
     second = run_finetune_text(
-        build_config(FinetuneTextConfig, {**settings, "max_steps": 6}, "finetune_text"),
+        build_config(FinetuneTextConfig, {**settings, "max_steps": 44}, "finetune_text"),
         StageContext(artifact, inputs),
     )
-    assert second.metrics["resumed_from_step"] == 4
+    assert second.metrics["resumed_from_step"] == 40
     assert (tmp_path / "ft" / "encoder" / "encoder_config.json").is_file()

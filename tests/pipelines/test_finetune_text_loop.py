@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import random
 
+import pyarrow as pa
 import torch
 
 from models.text_encoder import LLMTextEncoder, TextEncoderConfig
@@ -13,6 +15,7 @@ from models.tiny_specs import TinyLlmSpec
 from ops import scenes
 from ops.retrieval_metrics import caption_retrieval_accuracy
 from pipelines.finetune_text_loop import LoopSettings, build_optimizer, pair_batches, train_steps
+from pipelines.finetune_text_pairs import training_pairs
 
 
 def _pairs(split: str, count: int) -> list[dict[str, str]]:
@@ -20,7 +23,7 @@ def _pairs(split: str, count: int) -> list[dict[str, str]]:
     for i in range(count):
         rng = random.Random(scenes.scene_seed(0, split, i))
         scene = scenes.sample_scene(rng, scenes.scene_key(split, i), 4)
-        rows.append({"original": scenes.short_caption(scene, rng), "dense": scenes.dense_caption(scene)})
+        rows.append({"caption_1": scenes.short_caption(scene, rng), "caption_2": scenes.dense_caption(scene)})
     return rows
 
 
@@ -33,8 +36,10 @@ def test_single_process_loop_lowers_loss_and_raises_cra():
     held_out = _pairs("eval", 64)
 
     def cra(encoder):
-        first = encoder.encode(tokenizer, [r["original"] for r in held_out])
-        return caption_retrieval_accuracy(first, encoder.encode(tokenizer, [r["dense"] for r in held_out]))
+        first = encoder.encode(tokenizer, [r["caption_1"] for r in held_out])
+        return caption_retrieval_accuracy(
+            first, encoder.encode(tokenizer, [r["caption_2"] for r in held_out])
+        )
 
     base_cra = cra(LLMTextEncoder(backbone, config).eval())
     encoder = LLMTextEncoder(apply_lora(backbone, LoraSpec(rank=16, alpha=32, dropout=0.0)), config)
@@ -66,3 +71,42 @@ def test_single_process_loop_lowers_loss_and_raises_cra():
     assert sum(losses[-5:]) / 5 < 0.25 * sum(losses[:5]) / 5
     tuned_cra = cra(encoder.eval())
     assert tuned_cra > base_cra + 0.3, (base_cra, tuned_cra)
+
+
+def test_hard_negatives_enter_the_loss_and_training_still_converges():
+    torch.manual_seed(0)
+    tokenizer = train_scene_tokenizer(scenes.vocabulary_corpus(), 1024)
+    tokenizer.padding_side = "right"
+    config = TextEncoderConfig(max_length=160)
+    backbone = build_tiny_llm(tokenizer, TinyLlmSpec(), seed=0).model
+    encoder = LLMTextEncoder(apply_lora(backbone, LoraSpec(rank=16, alpha=32, dropout=0.0)), config)
+    images = pa.Table.from_pylist(_pairs("train", 128)).rename_columns(["original", "dense"])
+    images = images.append_column("key", pa.array([str(i) for i in range(images.num_rows)]))
+    rows = training_pairs(images, hard_negatives=True).drop_columns(["key", "kind"]).to_pylist()
+    assert set(rows[0]) == {"caption_1", "caption_2", "hard_negative_1", "hard_negative_2"}
+    settings = LoopSettings(
+        temperature=0.05,
+        learning_rate=2e-3,
+        weight_decay=0.0,
+        warmup_steps=3,
+        max_steps=24,
+        max_grad_norm=1.0,
+        seed=0,
+    )
+    optimizer, scheduler = build_optimizer(encoder, settings)
+    losses = []
+    batches = (b for epoch in range(10) for b in pair_batches(rows, 32, seed=0, epoch=epoch))
+    train_steps(
+        encoder,
+        tokenizer,
+        batches,
+        settings,
+        optimizer,
+        scheduler,
+        0,
+        lambda s, m: losses.append(m["loss"]),
+        torch.device("cpu"),
+    )
+    # 32 in-batch keys + 32 hard negatives: chance is ln(64), above the in-batch-only ln(32)
+    assert losses[0] > math.log(48)
+    assert sum(losses[-4:]) / 4 < 0.5 * sum(losses[:4]) / 4, losses

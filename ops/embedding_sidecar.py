@@ -1,0 +1,79 @@
+"""Embedding sidecars: one parquet per image shard, rows 1:1 with the shard's keys in tar order.
+
+Columns: key, then per caption field `{field}` (fixed-size list of float16/bfloat16-as-float16/float32,
+null where the sample has no such caption) and `{field}_truncated` (the caption was longer than the
+encoder's max length). Also the reference LLM2CLIP layout: `{shard}_text_embeddings.tar` whose members
+are `{key}.{name}` holding float32 bytes, in the image shard's key order.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import pyarrow as pa
+
+ARROW_FLOATS = {"float16": pa.float16(), "float32": pa.float32()}
+
+
+def embedding_column(vectors: list[np.ndarray | None], dim: int, dtype: str) -> pa.FixedSizeListArray:
+    """Rows of `dim` floats, null where a vector is None."""
+    if dtype not in ARROW_FLOATS:
+        raise ValueError(f"sidecar dtype must be one of {sorted(ARROW_FLOATS)}, got {dtype!r}")
+    numpy_dtype = np.float16 if dtype == "float16" else np.float32
+    flat = np.zeros((len(vectors), dim), dtype=numpy_dtype)
+    missing = np.zeros(len(vectors), dtype=bool)
+    for row, vector in enumerate(vectors):
+        if vector is None:
+            missing[row] = True
+        else:
+            flat[row] = vector
+    values = pa.array(flat.reshape(-1), type=ARROW_FLOATS[dtype])
+    return pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(missing))
+
+
+def sidecar_table(
+    keys: list[str],
+    fields: dict[str, list[np.ndarray | None]],
+    truncated: dict[str, list[bool]],
+    dim: int,
+    dtype: str,
+) -> pa.Table:
+    columns: dict[str, pa.Array] = {"key": pa.array(keys, pa.string())}
+    for field, vectors in fields.items():
+        if len(vectors) != len(keys):
+            raise ValueError(f"sidecar field {field!r}: {len(vectors)} vectors for {len(keys)} keys")
+        columns[field] = embedding_column(vectors, dim, dtype)
+        columns[f"{field}_truncated"] = pa.array(truncated[field], pa.bool_())
+    return pa.table(columns)
+
+
+def field_matrix(table: pa.Table, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 [rows, dim] with zeros where null, boolean [rows] present) of one field."""
+    column = table[field].combine_chunks()
+    dim = column.type.list_size
+    present = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+    flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    # flatten() drops null slots' values; put the present rows back in place.
+    matrix = np.zeros((len(column), dim), dtype=np.float32)
+    matrix[present] = flat.reshape(-1, dim)
+    return matrix, present
+
+
+def reference_tar(table: pa.Table, names: dict[str, str]) -> bytes:
+    """The reference LLM2CLIP sidecar tar: for each key, `{key}.{names[field]}` = float32 bytes. A field
+    missing for a sample is left out of that sample, never zero-filled."""
+    matrices = {field: field_matrix(table, field) for field in names}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for row, key in enumerate(table["key"].to_pylist()):
+            for field, name in names.items():
+                matrix, present = matrices[field]
+                if not present[row]:
+                    continue
+                data = matrix[row].astype(np.float32).tobytes()
+                info = tarfile.TarInfo(f"{key}.{name}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

@@ -1,0 +1,57 @@
+"""Hard negatives for caption-contrastive training: for each caption, the most similar caption of
+another image, by bag-of-words cosine over hashed word counts.
+
+Cheap on purpose: it runs once over the pair table before training, with no model. Similar wording
+(same shapes, colours, places) is what makes a negative hard for a caption encoder; the model-mined
+variant (nearest neighbours under the base encoder) would cost a full embedding pass.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+import numpy as np
+
+HASH_DIMS = 4096  # hashed vocabulary size; collisions only blur similarity a little
+WORD = re.compile(r"\w+")
+
+
+def hashed_word_counts(texts: list[str], dims: int = HASH_DIMS) -> np.ndarray:
+    """[n, dims] float32, each row L2-normalised (zero rows stay zero)."""
+    matrix = np.zeros((len(texts), dims), dtype=np.float32)
+    for row, text in enumerate(texts):
+        for word in WORD.findall(text.lower()):
+            matrix[row, zlib.crc32(word.encode()) % dims] += 1.0
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.maximum(norms, 1e-12)
+
+
+def mine_hard_negatives(texts: list[str], block_rows: int = 2048, seed: int = 0) -> np.ndarray:
+    """Index of each text's hard negative: the most similar text within its block of block_rows rows
+    (blocks of a shuffled order keep memory at block_rows^2), never itself nor an identical text.
+    Where a block holds no other distinct text, the next row stands in, so no pair is lost."""
+    count = len(texts)
+    if block_rows < 2:
+        raise ValueError(f"block_rows must be at least 2, got {block_rows}")
+    order = np.random.default_rng(seed).permutation(count)
+    partner = np.full(count, -1, dtype=np.int64)
+    starts = list(range(0, count, block_rows))
+    if len(starts) > 1 and count - starts[-1] < block_rows // 2:
+        starts.pop()  # a small last block joins the previous one, so it has candidates to pick from
+    for index, start in enumerate(starts):
+        end = starts[index + 1] if index + 1 < len(starts) else count
+        members = order[start:end]
+        block_texts = [texts[i] for i in members]
+        features = hashed_word_counts(block_texts)
+        similarity = features @ features.T
+        # Equal hashes stand for equal texts: a rare collision only skips one candidate.
+        hashes = np.array([hash(t) for t in block_texts])
+        same_text = hashes[:, None] == hashes[None, :]
+        similarity[same_text] = -np.inf  # itself and exact duplicates are not negatives
+        best = similarity.argmax(axis=1)
+        valid = np.isfinite(similarity[np.arange(len(members)), best])
+        partner[members[valid]] = members[best[valid]]
+    missing = np.flatnonzero(partner < 0)
+    partner[missing] = (missing + 1) % max(count, 1)
+    return partner

@@ -1,0 +1,58 @@
+"""Training pairs: (original, dense) and (short dense, long dense) with same-kind hard negatives."""
+
+from __future__ import annotations
+
+import random
+
+import pyarrow as pa
+
+from pipelines.finetune_text_loop import swap_sides
+from pipelines.finetune_text_pairs import first_sentences, training_pairs
+
+
+def test_first_sentences_needs_a_longer_caption():
+    assert first_sentences("One. Two! Three?", 2) == "One. Two!"
+    assert first_sentences("Only one sentence.", 1) is None
+    assert first_sentences(None, 1) is None
+
+
+def _images() -> pa.Table:
+    return pa.table(
+        {
+            "key": ["a", "b", "c", "d"],
+            "original": ["red circle", "red circle photo", "blue square", "blue square pic"],
+            "dense": [
+                "A red circle. It is top left.",
+                "A red circle. It is top right.",
+                "A blue square. It is bottom.",
+                "A blue square. It is centre.",
+            ],
+            "short_dense": ["A red circle.", "A red circle.", None, "A blue square."],
+        }
+    )
+
+
+def test_both_kinds_of_pairs_and_negatives_of_the_same_kind():
+    table = training_pairs(_images(), hard_negatives=True, seed=0)
+    kinds = table["kind"].to_pylist()
+    assert kinds.count("original_dense") == 4 and kinds.count("short_long") == 3  # c has no short form
+    rows = table.to_pylist()
+    by_key = {r["key"]: r for r in rows if r["kind"] == "original_dense"}
+    assert by_key["a"]["hard_negative_2"] == "A red circle. It is top right."  # b: closest wording
+    assert by_key["a"]["hard_negative_1"] == "red circle photo"
+    for row in rows:
+        assert row["hard_negative_2"] != row["caption_2"]
+    plain = training_pairs(_images(), hard_negatives=False)
+    assert plain.column_names == ["key", "kind", "caption_1", "caption_2"] and plain.num_rows == 7
+
+
+def test_swap_sides_gives_the_key_side_its_own_kind_of_negative():
+    rows = training_pairs(_images(), hard_negatives=True).to_pydict()
+    columns = {name: rows[name] for name in ("caption_1", "caption_2", "hard_negative_1", "hard_negative_2")}
+    batch = swap_sides(columns, random.Random(1))
+    for i, key in enumerate(batch["key_side"]):
+        flipped = key == columns["caption_1"][i]
+        expected = columns["hard_negative_1" if flipped else "hard_negative_2"][i]
+        assert batch["hard_negative"][i] == expected
+        assert batch["query_side"][i] == columns["caption_2" if flipped else "caption_1"][i]
+    assert {key == columns["caption_1"][i] for i, key in enumerate(batch["key_side"])} == {True, False}
