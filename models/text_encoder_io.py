@@ -52,6 +52,13 @@ def apply_lora(backbone: nn.Module, spec: LoraSpec) -> PeftModel:
     return get_peft_model(backbone, config)
 
 
+def enable_gradient_checkpointing(backbone: nn.Module) -> None:
+    """Recompute activations in backward to save memory. Non-reentrant checkpointing, because with
+    LoRA the frozen embeddings' outputs do not require grad and the reentrant variant would then drop
+    the adapters' gradients."""
+    backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def save_text_encoder(encoder: LLMTextEncoder, tokenizer, folder: str | Path) -> None:
     """Merged weights as safetensors, the tokenizer and encoder_config.json in one folder."""
     folder = Path(folder)

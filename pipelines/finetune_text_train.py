@@ -34,21 +34,22 @@ def _load_backbone(model: str, trust_remote_code: bool, causal_lm: bool = False)
     return backbone, tokenizer
 
 
-def _mntp_backbone(config, settings: dict[str, Any], shard, device, log) -> torch.nn.Module:
+def _mntp_backbone(config, settings: dict[str, Any], shard, device, log):
     """LLM2Vec's MNTP step before contrastive training: LoRA on the causal LM, merged afterwards. Rank 0
     saves the merged model under the artifact (mntp_model/), so a restarted worker or a rerun loads it
-    instead of training it again."""
+    instead of training it again. Returns (backbone, tokenizer)."""
     import torch.distributed as dist
 
-    from models.text_encoder_io import apply_lora
+    from models.text_encoder_io import apply_lora, enable_gradient_checkpointing
     from pipelines.finetune_text_loop import MntpSettings, mntp_steps, rank_and_world
 
     artifact = ArtifactDir(settings["artifact_uri"])
     if artifact.exists(f"{MNTP_FOLDER}/{MNTP_DONE}"):
         with artifact.local_copy(MNTP_FOLDER) as folder:
-            backbone, _ = _load_backbone(folder, config.trust_remote_code)
-        return backbone
+            return _load_backbone(folder, config.trust_remote_code)
     causal, tokenizer = _load_backbone(settings["base_model"], config.trust_remote_code, causal_lm=True)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(causal)
     if config.lora is not None:
         causal = apply_lora(causal, config.lora)
     causal.to(device)
@@ -66,7 +67,8 @@ def _mntp_backbone(config, settings: dict[str, Any], shard, device, log) -> torc
         max_length=config.encoder.max_length,
         seed=config.seed,
     )
-    mntp_steps(causal, tokenizer, text_batches(), mntp, log, device)
+    autocast = torch.bfloat16 if (config.use_gpu and config.bf16) else None
+    mntp_steps(causal, tokenizer, text_batches(), mntp, log, device, autocast)
     if config.lora is not None:
         causal = causal.merge_and_unload()
     rank, world = rank_and_world()
@@ -77,7 +79,7 @@ def _mntp_backbone(config, settings: dict[str, Any], shard, device, log) -> torc
         artifact.write_bytes_atomic(f"{MNTP_FOLDER}/{MNTP_DONE}", b"")
     if world > 1:
         dist.barrier()
-    return causal.base_model
+    return causal.base_model, tokenizer
 
 
 def train_worker(settings: dict[str, Any]) -> None:
@@ -87,7 +89,7 @@ def train_worker(settings: dict[str, Any]) -> None:
     import ray.train.torch
 
     from models.text_encoder import LLMTextEncoder
-    from models.text_encoder_io import apply_lora, save_text_encoder
+    from models.text_encoder_io import apply_lora, enable_gradient_checkpointing, save_text_encoder
     from pipelines.finetune_text import FinetuneTextConfig
     from pipelines.finetune_text_loop import LoopSettings, build_optimizer, swap_sides, train_steps
 
@@ -105,11 +107,13 @@ def train_worker(settings: dict[str, Any]) -> None:
         if client is not None and (step % LOG_EVERY_STEPS == 0 or step == config.mntp_steps):
             client.log_metric(settings["run_id"], "train_mntp_loss", metrics["mntp_loss"], step=step)
 
-    backbone, tokenizer = _load_backbone(settings["base_model"], config.trust_remote_code)
-    if config.mntp_steps > 0:
-        backbone = _mntp_backbone(config, settings, shard, device, log_mntp).cpu()
+    if config.mntp_steps > 0:  # the base LLM is loaded once either way: 8B weights are slow to read
+        backbone, tokenizer = _mntp_backbone(config, settings, shard, device, log_mntp)
+        backbone = backbone.cpu()
+    else:
+        backbone, tokenizer = _load_backbone(settings["base_model"], config.trust_remote_code)
     if config.gradient_checkpointing:
-        backbone.gradient_checkpointing_enable()
+        enable_gradient_checkpointing(backbone)
     if config.lora is not None:
         backbone = apply_lora(backbone, config.lora)
     encoder = LLMTextEncoder(backbone, config.encoder).to(device)

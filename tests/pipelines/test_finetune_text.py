@@ -95,7 +95,7 @@ def test_killed_worker_recovers_from_checkpoint_and_a_rerun_resumes(demo_root, t
     )
     killer.start()
     first = run_finetune_text(
-        build_config(FinetuneTextConfig, {**settings, "max_steps": 40}, "finetune_text"),
+        build_config(FinetuneTextConfig, {**settings, "max_steps": 24}, "finetune_text"),
         StageContext(artifact, inputs),
     )
     killer.join()
@@ -108,8 +108,8 @@ def test_killed_worker_recovers_from_checkpoint_and_a_rerun_resumes(demo_root, t
     assert "hard_negative_2" in pairs.column_names
 
     second = run_finetune_text(
-        build_config(FinetuneTextConfig, {**settings, "max_steps": 44}, "finetune_text"),
+        build_config(FinetuneTextConfig, {**settings, "max_steps": 26}, "finetune_text"),
         StageContext(artifact, inputs),
     )
-    assert second.metrics["resumed_from_step"] == 40
+    assert second.metrics["resumed_from_step"] == 24
     assert (tmp_path / "ft" / "encoder" / "encoder_config.json").is_file()

@@ -1,0 +1,35 @@
+"""Image transforms without torchvision: shapes, normalisation, crops that stay inside the image."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ops.image_transforms import ImageTransformConfig, decode_rgb, eval_transform, train_transform
+
+
+def _png(width: int, height: int, colour=(255, 0, 0)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_eval_transform_crops_a_normalised_square():
+    config = ImageTransformConfig(size_px=32)
+    tensor = eval_transform(decode_rgb(_png(80, 40)), config)
+    assert tensor.shape == (3, 32, 32) and tensor.dtype == torch.float32
+    expected = (np.array([1.0, 0.0, 0.0]) - np.array(config.mean)) / np.array(config.std)
+    assert np.allclose(tensor.mean(dim=(1, 2)).numpy(), expected, atol=1e-3)
+
+
+def test_train_transform_is_seeded_and_differs_between_draws():
+    config = ImageTransformConfig(size_px=16, train_scale=(0.3, 0.5))
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    first = train_transform(image, config, random.Random(1))
+    assert torch.equal(first, train_transform(image, config, random.Random(1)))
+    assert not torch.equal(first, train_transform(image, config, random.Random(2)))
+    assert first.shape == (3, 16, 16)
