@@ -1,9 +1,12 @@
 """Embedding sidecars: one parquet per image shard, rows 1:1 with the shard's keys in tar order.
 
-Columns: key, then per caption field `{field}` (fixed-size list of float16/bfloat16-as-float16/float32,
-null where the sample has no such caption) and `{field}_truncated` (the caption was longer than the
-encoder's max length). Also the reference LLM2CLIP layout: `{shard}_text_embeddings.tar` whose members
-are `{key}.{name}` holding float32 bytes, in the image shard's key order.
+Columns: key, then per caption field `{field}` (fixed-size list of float16 or float32; zeros where the
+sample has no such caption), `{field}_present` (false there) and `{field}_truncated` (the caption was
+longer than the encoder's max length). Absence is a column, not a null list entry: pyarrow cannot read
+back null entries of a fixed-size list from parquet.
+
+Also the reference LLM2CLIP layout: `{shard}_text_embeddings.tar` whose members are `{key}.{name}`
+holding float32 bytes, in the image shard's key order.
 """
 
 from __future__ import annotations
@@ -18,19 +21,16 @@ ARROW_FLOATS = {"float16": pa.float16(), "float32": pa.float32()}
 
 
 def embedding_column(vectors: list[np.ndarray | None], dim: int, dtype: str) -> pa.FixedSizeListArray:
-    """Rows of `dim` floats, null where a vector is None."""
+    """Rows of `dim` floats, zeros where a vector is None."""
     if dtype not in ARROW_FLOATS:
         raise ValueError(f"sidecar dtype must be one of {sorted(ARROW_FLOATS)}, got {dtype!r}")
     numpy_dtype = np.float16 if dtype == "float16" else np.float32
     flat = np.zeros((len(vectors), dim), dtype=numpy_dtype)
-    missing = np.zeros(len(vectors), dtype=bool)
     for row, vector in enumerate(vectors):
-        if vector is None:
-            missing[row] = True
-        else:
+        if vector is not None:
             flat[row] = vector
     values = pa.array(flat.reshape(-1), type=ARROW_FLOATS[dtype])
-    return pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(missing))
+    return pa.FixedSizeListArray.from_arrays(values, dim)
 
 
 def sidecar_table(
@@ -45,19 +45,17 @@ def sidecar_table(
         if len(vectors) != len(keys):
             raise ValueError(f"sidecar field {field!r}: {len(vectors)} vectors for {len(keys)} keys")
         columns[field] = embedding_column(vectors, dim, dtype)
+        columns[f"{field}_present"] = pa.array([v is not None for v in vectors], pa.bool_())
         columns[f"{field}_truncated"] = pa.array(truncated[field], pa.bool_())
     return pa.table(columns)
 
 
 def field_matrix(table: pa.Table, field: str) -> tuple[np.ndarray, np.ndarray]:
-    """(float32 [rows, dim] with zeros where null, boolean [rows] present) of one field."""
+    """(float32 [rows, dim], zeros where absent; boolean [rows] present) of one field."""
     column = table[field].combine_chunks()
     dim = column.type.list_size
-    present = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
-    flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    # flatten() drops null slots' values; put the present rows back in place.
-    matrix = np.zeros((len(column), dim), dtype=np.float32)
-    matrix[present] = flat.reshape(-1, dim)
+    present = np.asarray(table[f"{field}_present"].to_numpy(zero_copy_only=False), dtype=bool)
+    matrix = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
     return matrix, present
 
 

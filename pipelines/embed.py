@@ -7,7 +7,7 @@ writes the shard's sidecar itself: no embedding passes through the driver.
 Output layout:
   sidecars/{shard}.parquet   key (tar order, 1:1 with the image shard), {field} vectors, {field}_truncated
   rejected/{shard}.parquet   key, reason (missing_<field>[_and_<field>]), detail: samples lacking a
-                             caption field (their sidecar row is kept, null in that field)
+                             caption field (their sidecar row is kept: zeros, {field}_present false)
   reference/{shard}_text_embeddings.tar   with export_reference_layout: the reference LLM2CLIP layout
   _shards/{shard}.json       completion marker with the shard's counts
 """

@@ -6,6 +6,7 @@ import io
 import tarfile
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from ops.embedding_sidecar import field_matrix, reference_tar, sidecar_table
@@ -21,9 +22,14 @@ def _table(dtype: str = "float16"):
     return sidecar_table(["k0", "k1", "k2"], vectors, truncated, dim=4, dtype=dtype)
 
 
-def test_null_rows_stay_null_and_values_round_trip():
-    table = _table()
-    assert table.column_names == ["key", "original", "original_truncated", "dense", "dense_truncated"]
+def test_absent_rows_are_marked_and_values_round_trip_through_parquet(tmp_path):
+    pq.write_table(_table(), tmp_path / "sidecar.parquet")
+    table = pq.read_table(tmp_path / "sidecar.parquet")
+    assert table.column_names == [
+        "key",
+        *("original", "original_present", "original_truncated"),
+        *("dense", "dense_present", "dense_truncated"),
+    ]
     matrix, present = field_matrix(table, "original")
     assert present.tolist() == [True, False, True]
     assert np.allclose(matrix[[0, 2]], [np.full(4, 0.5), np.arange(4.0)]) and not matrix[1].any()
