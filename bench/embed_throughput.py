@@ -70,7 +70,13 @@ def run_stage(encoder_dir: Path, shards: Path, work: Path, batch_size: int, buck
     from pipelines.base import StageContext
     from pipelines.embed import EmbedConfig, embed_shards
 
-    config = build_config(EmbedConfig, {"batch_size": batch_size, "length_bucketing": bucketing}, "embed")
+    # The actor gets every core, as the bare forward in this process does (Ray sets its torch threads).
+    settings = {
+        "batch_size": batch_size,
+        "length_bucketing": bucketing,
+        "num_cpus_per_actor": os.cpu_count() or 1,
+    }
+    config = build_config(EmbedConfig, settings, "embed")
     artifact = ArtifactDir(str(work / f"stage-{bucketing}"))
     began = time.perf_counter()
     outcome = embed_shards(config, str(shards), str(encoder_dir), StageContext(artifact, {}))
@@ -110,7 +116,7 @@ def main() -> None:
 
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
         work = Path(tmp)
         encoder_dir, shards, captions = build_inputs(work, args.shards, args.per_shard)
