@@ -19,3 +19,31 @@ def caption_retrieval_accuracy(first: torch.Tensor, second: torch.Tensor) -> flo
     others = similarity.clone()
     others.fill_diagonal_(float("-inf"))
     return (positive > others.max(dim=1).values).float().mean().item()
+
+
+def recall_at_k(
+    queries: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)
+) -> dict[int, float]:
+    """Query i's match is target i: the share of queries whose match ranks in the top k by cosine
+    similarity (ties resolved against the match: it must beat every other target strictly to rank ahead)."""
+    if queries.shape[0] != targets.shape[0] or queries.ndim != 2 or targets.ndim != 2:
+        raise ValueError(
+            f"expected [n, d] queries and targets, got {tuple(queries.shape)} and {tuple(targets.shape)}"
+        )
+    similarity = (
+        torch.nn.functional.normalize(queries.float(), dim=-1)
+        @ torch.nn.functional.normalize(targets.float(), dim=-1).T
+    )
+    positive = similarity.diagonal().unsqueeze(1)
+    # Rank of the match = how many other targets score at least as high.
+    others_ahead = (similarity >= positive).sum(dim=1) - 1
+    return {k: (others_ahead < k).float().mean().item() for k in ks}
+
+
+def image_text_recalls(
+    image: torch.Tensor, text: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)
+) -> dict[str, float]:
+    """I2T and T2I recall@k for paired rows (row i of image matches row i of text)."""
+    metrics = {f"i2t_r{k}": v for k, v in recall_at_k(image, text, ks).items()}
+    metrics.update({f"t2i_r{k}": v for k, v in recall_at_k(text, image, ks).items()})
+    return metrics

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pipelines import download, embed, finetune_text, recaption, scenes, tiny_models
+from pipelines import download, embed, finetune_text, recaption, scenes, tiny_models, train_vision
 from pipelines.base import StageSpec
 
 # Order is the chain's order; each stage's inputs must come earlier. Stage issues append here:
-# train_vision -> evaluate.
+# evaluate.
 CHAIN: tuple[StageSpec, ...] = (
     scenes.STAGE,
     tiny_models.STAGE,
@@ -14,5 +14,6 @@ CHAIN: tuple[StageSpec, ...] = (
     recaption.STAGE,
     finetune_text.STAGE,
     embed.STAGE,
+    train_vision.STAGE,
 )
 STAGES: dict[str, StageSpec] = {spec.name: spec for spec in CHAIN}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import fsspec
 import numpy as np
+import psutil
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -97,6 +98,14 @@ def test_cli_resumes_after_a_kill_without_gaps_or_duplicates(demo_root, tmp_path
         time.sleep(0.02)
     os.killpg(first.pid, signal.SIGKILL)  # the driver, its local Ray and the encoder actor
     first.wait(timeout=60)
+    # An actor that Ray started in its own process group outlives the driver by a moment and may finish
+    # the shard in hand; let it die before taking stock.
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if str(output) in " ".join(process.info["cmdline"] or []) or "ShardEmbedder" in " ".join(
+            process.info["cmdline"] or []
+        ):
+            process.kill()
+    time.sleep(2)
     done_before = sorted(p.stem for p in output.glob("_shards/*.json"))
     assert 1 <= len(done_before) < 6 and not (output / "manifest.json").exists()
     kept = {s: (output / "sidecars" / f"{s}.parquet").stat().st_mtime_ns for s in done_before}
