@@ -12,6 +12,7 @@ BENCHES = (
     "recaption_throughput.py",
     "finetune_throughput.py",
     "embed_throughput.py",
+    "vision_step_time.py",
 )
 
 

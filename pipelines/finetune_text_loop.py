@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from models.text_encoder import LLMTextEncoder, build_text_inputs
 from ops.contrastive import info_nce_loss
+from ops.distributed import average_gradients, gather_with_grad, rank_and_world
 
 # "query_side" and "key_side" caption lists of equal length, and optionally "hard_negative"
 Batch = dict[str, list[str]]
@@ -28,34 +28,6 @@ class LoopSettings:
     max_steps: int
     max_grad_norm: float
     seed: int
-
-
-def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
-    """All workers' rows, keeping the gradient to the local ones (identity without torch.distributed)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return local
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(local), dim=0)
-
-
-def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
-    """Mean of every worker's gradients (what DDP does), done by hand: each step runs the encoder twice
-    (queries and keys) before one backward, and only the small LoRA tensors need reducing."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    world = dist.get_world_size()
-    for parameter in parameters:
-        if parameter.grad is None:
-            parameter.grad = torch.zeros_like(parameter)
-        dist.all_reduce(parameter.grad)
-        parameter.grad /= world
-
-
-def rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def swap_sides(columns: dict[str, list[str]], rng: random.Random) -> Batch:

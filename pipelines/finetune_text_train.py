@@ -41,7 +41,8 @@ def _mntp_backbone(config, settings: dict[str, Any], shard, device, log):
     import torch.distributed as dist
 
     from models.text_encoder_io import apply_lora, enable_gradient_checkpointing
-    from pipelines.finetune_text_loop import MntpSettings, mntp_steps, rank_and_world
+    from ops.distributed import rank_and_world
+    from pipelines.finetune_text_loop import MntpSettings, mntp_steps
 
     artifact = ArtifactDir(settings["artifact_uri"])
     if artifact.exists(f"{MNTP_FOLDER}/{MNTP_DONE}"):
