@@ -157,20 +157,24 @@ def eval_arrays(
     sidecars: dict[str, str],
     split: str | None,
     transform: ImageTransformConfig,
-    field: str,
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """All samples of a split (in shard order): pixel values, one caption field's features, keys."""
-    pixels, features, keys = [], [], []
+    fields: tuple[str, ...],
+    max_samples: int,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per caption field, (pixel values, features) of at most max_samples held-out samples of `split`,
+    in shard order; scanning stops once enough are found. Fields with no sample are left out."""
+    found: dict[str, tuple[list, list]] = {field: ([], []) for field in fields}
     for tar_path in sorted(tar_paths):
+        if all(len(found[f][0]) >= max_samples for f in fields):
+            break
         for sample in joined_samples(tar_path, sidecars[shard_id_of(tar_path)]):
             if split is not None and sample.split != split:
                 continue
-            vector = getattr(sample, field)
-            if vector is None:
-                continue
-            pixels.append(eval_transform(decode_rgb(sample.jpg), transform))
-            features.append(torch.from_numpy(np.asarray(vector, dtype=np.float32)))
-            keys.append(sample.key)
-    if not keys:
-        raise ValueError(f"no samples with split {split!r} and a {field} embedding for evaluation")
-    return torch.stack(pixels), torch.stack(features), keys
+            pixels = None
+            for field in fields:
+                vector = getattr(sample, field)
+                if vector is None or len(found[field][0]) >= max_samples:
+                    continue
+                pixels = pixels if pixels is not None else eval_transform(decode_rgb(sample.jpg), transform)
+                found[field][0].append(pixels)
+                found[field][1].append(torch.from_numpy(np.asarray(vector, dtype=np.float32)))
+    return {field: (torch.stack(p), torch.stack(f)) for field, (p, f) in found.items() if p}

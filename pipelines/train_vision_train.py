@@ -62,23 +62,38 @@ def build_model(config, vision_model: str, llm_dim: int):
     return model, transform
 
 
-def evaluate(model, tar_paths, sidecars, config, transform, device) -> dict[str, float]:
-    """I2T / T2I recall@1/5/10 on the held-out split, against the dense and the original captions."""
+def evaluate(model, held_out: dict, device) -> dict[str, float]:
+    """I2T / T2I recall@1/5/10 on the held-out samples, against the dense and the original captions."""
     from ops.retrieval_metrics import image_text_recalls
-    from pipelines.train_vision_data import eval_arrays
 
     model.eval()
     metrics = {}
     with torch.no_grad():
-        for field in ("dense", "original"):
-            pixels, features, _ = eval_arrays(tar_paths, sidecars, config.eval_split_value, transform, field)
-            pixels, features = pixels[: config.eval_max_samples], features[: config.eval_max_samples]
+        for field, (pixels, features) in held_out.items():
             out = model(pixel_values=pixels.to(device), llm_embeddings=features.to(device))
             recalls = image_text_recalls(out["image_embeds"].float().cpu(), out["text_embeds"].float().cpu())
             metrics.update({f"{field}_{name}": value for name, value in recalls.items()})
             metrics[f"{field}_eval_samples"] = float(len(features))
     model.train()
     return metrics
+
+
+def held_out_set(settings: dict[str, Any], transform) -> dict:
+    """Loaded once per run (rank 0): decoding the held-out images again at every eval would cost a scan."""
+    from pipelines.train_vision_data import eval_arrays
+
+    config = settings["config"]
+    held_out = eval_arrays(
+        settings["tar_paths"],
+        settings["sidecars"],
+        config.eval_split_value,
+        transform,
+        ("dense", "original"),
+        config.eval_max_samples,
+    )
+    if not held_out:
+        print(f"[train_vision] no samples with split {config.eval_split_value!r}: evaluation skipped")
+    return held_out
 
 
 def train_worker(settings: dict[str, Any]) -> None:
@@ -141,6 +156,7 @@ def train_worker(settings: dict[str, Any]) -> None:
     if rank == 0 and settings.get("tracking_uri") and settings.get("run_id"):
         client = mlflow.MlflowClient(settings["tracking_uri"])
     autocast = torch.bfloat16 if (config.use_gpu and config.bf16) else None
+    held_out = held_out_set(settings, transform) if rank == 0 else {}
     clock = {"last": time.perf_counter(), "loop_started": time.perf_counter()}
 
     def log(step: int, metrics: dict[str, float]) -> None:
@@ -156,15 +172,7 @@ def train_worker(settings: dict[str, Any]) -> None:
         if step % LOG_EVERY_STEPS == 0 or final:
             log(step, {f"train_{k}": v for k, v in {**metrics, "images_per_s": images_per_s}.items()})
         if rank == 0 and config.eval_every_steps and step % config.eval_every_steps == 0 and not final:
-            log(
-                step,
-                {
-                    f"eval_{k}": v
-                    for k, v in evaluate(
-                        model, settings["tar_paths"], settings["sidecars"], config, transform, device
-                    ).items()
-                },
-            )
+            log(step, {f"eval_{k}": v for k, v in evaluate(model, held_out, device).items()})
         if step % config.checkpoint_every_steps == 0 or final:
             positions = [dataclasses.asdict(position)]
             if world > 1:  # every worker's data position goes into rank 0's checkpoint
@@ -188,7 +196,7 @@ def train_worker(settings: dict[str, Any]) -> None:
 
     train_steps(model, batches, loop, optimizer, scheduler, start_step, on_step, device, autocast)
     if rank == 0:
-        final = evaluate(model, settings["tar_paths"], settings["sidecars"], config, transform, device)
+        final = evaluate(model, held_out, device)
         log(config.max_steps, {f"eval_{k}": v for k, v in final.items()})
         artifact = ArtifactDir(settings["artifact_uri"])
         artifact.write_json_atomic("eval.json", final)

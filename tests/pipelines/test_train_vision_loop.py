@@ -160,3 +160,17 @@ def test_gathered_loss_on_two_processes_equals_the_single_process_loss(demo_data
     single.backward()
     assert gathered["loss"] == pytest.approx(single.item(), abs=1e-5)
     assert torch.allclose(gathered["grad"], model.text_adapter.output.weight.grad, atol=1e-6)
+
+
+def test_held_out_set_stops_at_its_cap_and_is_empty_without_the_split(demo_data):
+    from pipelines.train_vision_data import eval_arrays
+
+    shards, sidecars, llm_dim, vision = demo_data
+    _, transform = build_model(SMALL, vision, llm_dim)
+    held_out = eval_arrays(shards, sidecars, "eval", transform, ("dense", "original"), max_samples=5)
+    assert {f: tuple(t.shape) for f, (p, t) in held_out.items()} == {
+        "dense": (5, llm_dim),
+        "original": (5, llm_dim),
+    }
+    assert torch.equal(held_out["dense"][0], held_out["original"][0])  # the same images, two captions each
+    assert eval_arrays(shards, sidecars, "no-such-split", transform, ("dense",), max_samples=5) == {}
