@@ -47,3 +47,46 @@ def image_text_recalls(
     metrics = {f"i2t_r{k}": v for k, v in recall_at_k(image, text, ks).items()}
     metrics.update({f"t2i_r{k}": v for k, v in recall_at_k(text, image, ks).items()})
     return metrics
+
+
+def _rank_of_best_match(similarity: torch.Tensor, matches: torch.Tensor) -> torch.Tensor:
+    """Per row, the 0-based rank of its best-scoring matching column, ties counted against it: the number
+    of non-matching columns scoring at least as high as that match."""
+    best_match = similarity.masked_fill(~matches, float("-inf")).max(dim=1, keepdim=True).values
+    return ((similarity >= best_match) & ~matches).sum(dim=1)
+
+
+def multi_caption_recalls(
+    image: torch.Tensor, text: torch.Tensor, caption_image: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)
+) -> dict[str, float]:
+    """Retrieval with several captions per image (COCO/Flickr: 5). caption_image[j] is the image of
+    caption j. Image-to-text: a hit at k when any of the image's captions ranks in the top k; text-to-image:
+    the caption's image ranks in the top k. Cosine similarity; ties count as misses."""
+    if text.shape[0] != caption_image.shape[0]:
+        raise ValueError(f"{text.shape[0]} captions but {caption_image.shape[0]} caption->image indices")
+    similarity = (
+        torch.nn.functional.normalize(image.float(), dim=-1)
+        @ torch.nn.functional.normalize(text.float(), dim=-1).T
+    )
+    matches = caption_image.unsqueeze(0) == torch.arange(image.shape[0]).unsqueeze(1)  # [images, captions]
+    if not matches.any(dim=1).all():
+        raise ValueError("every image needs at least one caption")
+    image_ranks = _rank_of_best_match(similarity, matches)
+    text_ranks = _rank_of_best_match(similarity.T, matches.T)
+    metrics = {f"i2t_r{k}": (image_ranks < k).float().mean().item() for k in ks}
+    metrics.update({f"t2i_r{k}": (text_ranks < k).float().mean().item() for k in ks})
+    return metrics
+
+
+def zero_shot_accuracy(
+    image: torch.Tensor, class_text: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)
+) -> dict[str, float]:
+    """Top-k accuracy of classifying images by their most similar class embedding (class_text: one row
+    per class, e.g. the mean of its prompt templates' features). Ties count as misses."""
+    similarity = (
+        torch.nn.functional.normalize(image.float(), dim=-1)
+        @ torch.nn.functional.normalize(class_text.float(), dim=-1).T
+    )
+    matches = labels.unsqueeze(1) == torch.arange(class_text.shape[0]).unsqueeze(0)
+    ranks = _rank_of_best_match(similarity, matches)
+    return {f"top{k}": (ranks < k).float().mean().item() for k in ks}

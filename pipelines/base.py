@@ -20,6 +20,10 @@ def _discard_text(text: str, name: str) -> None:
     del text, name
 
 
+def _discard_file(local_path: str) -> None:
+    del local_path
+
+
 @dataclasses.dataclass
 class StageContext:
     """Handed to a stage's run: its own artifact directory, its inputs' directories and a metrics sink."""
@@ -28,6 +32,7 @@ class StageContext:
     inputs: dict[str, ArtifactDir]
     log_metrics: MetricsLogger = _discard_metrics
     log_text: Callable[[str, str], None] = _discard_text  # (text, artifact file name) into the stage's run
+    log_file: Callable[[str], None] = _discard_file  # a local file (a plot) into the stage's run
     # Set by the workflow so that Ray Train's rank 0 can log into the stage's MLflow run.
     tracking_uri: str | None = None
     mlflow_run_id: str | None = None

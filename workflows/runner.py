@@ -68,6 +68,7 @@ def execute_plan(
                 inputs={dep: artifacts[dep] for dep in planned.input_keys},
                 log_metrics=tracker.metrics_logger(run_id),
                 log_text=lambda text, name, run_id=run_id: tracker.log_text(run_id, text, name),
+                log_file=lambda path, run_id=run_id: tracker.log_file(run_id, path),
                 tracking_uri=tracker.tracking_uri,
                 mlflow_run_id=run_id,
             )

@@ -22,3 +22,48 @@ def test_identical_features_recall_everything_and_noise_is_near_chance():
     assert metrics["i2t_r1"] == metrics["t2i_r1"] == 1.0
     noise = image_text_recalls(torch.randn(400, 32), torch.randn(400, 32), ks=(10,))
     assert abs(noise["i2t_r10"] - 10 / 400) < 0.03
+
+
+def _brute_force(similarity: torch.Tensor, caption_image: list[int], k: int) -> tuple[float, float]:
+    """Reference: sort each row and look for a match in the first k (ties against the match)."""
+    images, captions = similarity.shape
+    i2t_hits = 0
+    for i in range(images):
+        own = [j for j in range(captions) if caption_image[j] == i]
+        best = max(similarity[i, j].item() for j in own)
+        ahead = sum(1 for j in range(captions) if j not in own and similarity[i, j].item() >= best)
+        i2t_hits += ahead < k
+    t2i_hits = 0
+    for j in range(captions):
+        own = similarity[caption_image[j], j].item()
+        ahead = sum(1 for i in range(images) if i != caption_image[j] and similarity[i, j].item() >= own)
+        t2i_hits += ahead < k
+    return i2t_hits / images, t2i_hits / captions
+
+
+def test_multi_caption_recalls_match_a_brute_force_reference_on_random_data():
+    from ops.retrieval_metrics import multi_caption_recalls
+
+    torch.manual_seed(0)
+    image, text = torch.randn(20, 8), torch.randn(100, 8)
+    caption_image = [j // 5 for j in range(100)]  # five captions per image, as COCO
+    metrics = multi_caption_recalls(image, text, torch.tensor(caption_image), ks=(1, 5, 10))
+    similarity = torch.nn.functional.normalize(image, dim=-1) @ torch.nn.functional.normalize(text, dim=-1).T
+    for k in (1, 5, 10):
+        i2t, t2i = _brute_force(similarity, caption_image, k)
+        assert abs(metrics[f"i2t_r{k}"] - i2t) < 1e-6 and abs(metrics[f"t2i_r{k}"] - t2i) < 1e-6
+
+
+def test_any_caption_counts_for_image_to_text_and_ties_count_against():
+    from ops.retrieval_metrics import multi_caption_recalls, zero_shot_accuracy
+
+    image = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # image 0 owns captions 0 and 1; caption 1 equals image 0, caption 0 points at image 1.
+    text = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    metrics = multi_caption_recalls(image, text, torch.tensor([0, 0, 1]), ks=(1,))
+    assert metrics["i2t_r1"] == 0.5  # image 1 ties caption 0 (not its own) with caption 2: a miss
+    assert abs(metrics["t2i_r1"] - 2 / 3) < 1e-6  # caption 0 prefers image 1: a miss
+    accuracy = zero_shot_accuracy(
+        image, torch.tensor([[1.0, 0.1], [0.1, 1.0], [0.0, -1.0]]), torch.tensor([0, 2])
+    )
+    assert accuracy == {"top1": 0.5, "top5": 1.0}
