@@ -54,7 +54,7 @@ def chain_recipe(tmp_path_factory) -> Path:
     import yaml
 
     data = yaml.safe_load(DEMO_RECIPE.read_text())
-    for stage in ("recaption", "finetune_text", "embed", "train_vision"):
+    for stage in ("recaption", "finetune_text", "embed", "train_vision", "evaluate"):
         data.pop(stage)
     path = tmp_path_factory.mktemp("recipes") / "demo-no-recaption.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from pipelines import download, embed, finetune_text, recaption, scenes, tiny_models, train_vision
+from pipelines import (
+    download,
+    embed,
+    evaluate,
+    finetune_text,
+    recaption,
+    scenes,
+    tiny_models,
+    train_vision,
+)
 from pipelines.base import StageSpec
 
-# Order is the chain's order; each stage's inputs must come earlier. Stage issues append here:
-# evaluate.
+# Order is the chain's order; each stage's inputs must come earlier.
 CHAIN: tuple[StageSpec, ...] = (
     scenes.STAGE,
     tiny_models.STAGE,
@@ -15,5 +23,6 @@ CHAIN: tuple[StageSpec, ...] = (
     finetune_text.STAGE,
     embed.STAGE,
     train_vision.STAGE,
+    evaluate.STAGE,
 )
 STAGES: dict[str, StageSpec] = {spec.name: spec for spec in CHAIN}

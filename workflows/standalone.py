@@ -18,10 +18,13 @@ from pipelines.base import StageOutcome, StageSpec
 from workflows.recipe import apply_override
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser, section: str) -> None:
+def add_settings_arguments(parser: argparse.ArgumentParser, section: str, uses_ray: bool = True) -> None:
     parser.add_argument("--config", help=f"a recipe YAML whose {section} section gives the settings")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--num-cpus", type=int, default=4, help="logical CPUs for a local Ray (default 4)")
+    if uses_ray:
+        parser.add_argument(
+            "--num-cpus", type=int, default=4, help="logical CPUs for a local Ray (default 4)"
+        )
 
 
 def section_config(args: argparse.Namespace, spec: StageSpec, extra: dict[str, Any] | None = None):
