@@ -159,7 +159,9 @@ def evaluate_all(config, model_uri: str, encoder_uri: str, shards_uri: str | Non
     for spec in config.zero_shot:
         results[spec.name] = zero_shot_metrics(encoders, spec)
         print(f"[evaluate] {spec.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[spec.name].items()))
-    markdown, html = tables(results, title=Path(model_uri).name)
+    model_path = Path(model_uri.rstrip("/"))
+    title = model_path.parent.name if model_path.name == "export" else model_path.name  # the stage key
+    markdown, html = tables(results, title=title)
     ctx.artifact.write_bytes_atomic("table.md", markdown.encode())
     ctx.artifact.write_bytes_atomic("table.html", html.encode())
     ctx.log_text(markdown, "table.md")
