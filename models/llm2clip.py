@@ -22,9 +22,12 @@ from transformers import (
     SiglipVisionModel,
 )
 
+from models.timm_tower import TimmVisionConfig, TimmVisionTower
+
 VISION_TOWERS = {
     "clip_vision_model": (CLIPVisionConfig, CLIPVisionModel),
     "siglip_vision_model": (SiglipVisionConfig, SiglipVisionModel),
+    "timm_vision_model": (TimmVisionConfig, TimmVisionTower),  # EVA02 etc.; needs timm (GPU profile)
 }
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp: temperature never below 0.01
 

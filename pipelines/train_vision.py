@@ -22,7 +22,8 @@ from pipelines.base import StageContext, StageOutcome, StageSpec
 
 @dataclasses.dataclass(frozen=True)
 class TrainVisionConfig:
-    # HF id or local path of a CLIPVisionModel / SiglipVisionModel; "" = the tiny_models stage's tower
+    # HF id or local path of a CLIPVisionModel / SiglipVisionModel, or "timm:<name>" for a timm tower
+    # (e.g. timm:eva02_large_patch14_clip_336.merged2b; needs the GPU profile); "" = the demo's tiny tower
     vision_model: str = ""
     adapter_width: int = 1024  # LLM2CLIP's adapter: residual MLP blocks on the LLM features
     adapter_depth: int = 4

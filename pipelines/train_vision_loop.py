@@ -30,11 +30,13 @@ def _vision_depth(name: str, num_layers: int) -> int | None:
     """0 for the patch embeddings, i + 1 for encoder layer i, num_layers + 1 above; None off the tower."""
     if not name.startswith("vision_model."):
         return None
-    if ".embeddings." in name or "pre_layrnorm" in name:
+    if any(
+        part in name for part in (".embeddings.", "pre_layrnorm", ".patch_embed.", ".pos_embed", ".cls_token")
+    ):
         return 0
-    marker = ".encoder.layers."
-    if marker in name:
-        return int(name.split(marker, 1)[1].split(".", 1)[0]) + 1
+    for marker in (".encoder.layers.", ".backbone.blocks."):  # HF CLIP/SigLIP, timm (EVA02)
+        if marker in name:
+            return int(name.split(marker, 1)[1].split(".", 1)[0]) + 1
     return num_layers + 1
 
 

@@ -22,8 +22,15 @@ PREPROCESSOR_FILE = "preprocessor_config.json"
 
 
 def load_vision_tower(vision_model: str):
-    """(tower, transform config) from an HF id or folder; mean/std from its preprocessor config."""
+    """(tower, mean, std) from an HF id or folder (mean/std from its preprocessor config), or from timm
+    with "timm:<model name>" (EVA02 etc., pretrained weights through timm; GPU profile)."""
     from transformers import AutoConfig, CLIPVisionModel, SiglipVisionModel
+
+    from models.timm_tower import TIMM_PREFIX, TimmVisionTower
+
+    if vision_model.startswith(TIMM_PREFIX):
+        tower = TimmVisionTower.from_timm(vision_model.removeprefix(TIMM_PREFIX), pretrained=True)
+        return tower, tuple(tower.config.image_mean), tuple(tower.config.image_std)
 
     # Object-store folders are staged locally; HF ids and local folders load as they are.
     staged = ArtifactDir(vision_model).local_copy("") if "://" in vision_model else nullcontext(vision_model)
