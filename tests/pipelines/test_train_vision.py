@@ -1,13 +1,18 @@
 """train_vision on Ray Train (2 CPU workers) in the demo: the loss falls, rank 0 logs to MLflow, the
-export loads through from_pretrained, the vision tower alone loads as an HF model, and a rerun with more
-steps resumes from the last checkpoint."""
+export loads through from_pretrained, the vision tower alone loads as an HF model, a rerun with more steps
+resumes from the last checkpoint, and a SIGKILLed worker recovers from its checkpoint."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import threading
+import time
 from pathlib import Path
 
+import psutil
 import torch
 from mlflow.tracking import MlflowClient
 from transformers import CLIPVisionModel
@@ -55,16 +60,43 @@ def test_demo_vision_training_lowers_the_loss_and_exports(demo_root):
         )
 
 
-def test_rerun_with_more_steps_resumes_from_the_last_checkpoint(demo_root, tmp_path, ray_session):
+def _kill_a_worker_after_a_new_checkpoint(train_dir: Path, after_step: int, killed: list[int]) -> None:
+    """SIGKILL one Ray Train worker once the controller has registered a checkpoint past `after_step`."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            snapshot = json.loads((train_dir / "checkpoint_manager_snapshot.json").read_text())
+            steps = [r["metrics"]["step"] for r in snapshot["checkpoint_results"]]
+        except (OSError, ValueError, KeyError):
+            steps = []
+        if any(step > after_step for step in steps):
+            break
+        time.sleep(0.05)
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if "RayTrainWorker" in " ".join(process.info["cmdline"] or []):
+            os.kill(process.info["pid"], signal.SIGKILL)
+            killed.append(process.info["pid"])
+            return
+
+
+def test_rerun_resumes_and_a_killed_worker_recovers_from_its_checkpoint(demo_root, tmp_path, ray_session):
+    """Continue the demo's run (checkpoint at step 40) to step 70; SIGKILL a worker on the way: the new
+    worker group must resume from a checkpoint past 40, not from the start."""
     source = _complete(demo_root, "train_vision")
     shutil.copytree(source / "train", tmp_path / "tv" / "train")
     inputs = {
         stage: ArtifactDir(str(_complete(demo_root, stage))) for stage in ("download", "embed", "tiny_models")
     }
     recipe = json.loads((source / "manifest.json").read_text())["config"]
-    config = build_config(
-        TrainVisionConfig, {**recipe, "max_steps": 42, "eval_every_steps": 0}, "train_vision"
+    settings = {**recipe, "max_steps": 70, "eval_every_steps": 0, "checkpoint_every_steps": 2}
+    config = build_config(TrainVisionConfig, settings, "train_vision")
+    killed: list[int] = []
+    killer = threading.Thread(
+        target=_kill_a_worker_after_a_new_checkpoint, args=(tmp_path / "tv" / "train", 40, killed)
     )
+    killer.start()
     outcome = run_train_vision(config, StageContext(ArtifactDir(str(tmp_path / "tv")), inputs))
-    assert outcome.metrics["resumed_from_step"] == 40
+    killer.join()
+    assert len(killed) == 1
+    assert outcome.metrics["resumed_from_step"] > 40
     assert (tmp_path / "tv" / "export" / "model.safetensors").is_file()
