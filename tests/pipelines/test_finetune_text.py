@@ -4,13 +4,8 @@ worker recovers from its checkpoint, reruns resume."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
-import psutil
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
@@ -21,6 +16,7 @@ from ops.artifact_dir import ArtifactDir
 from ops.config_schema import build_config
 from pipelines.base import StageContext
 from pipelines.finetune_text import FinetuneTextConfig, run_finetune_text
+from tests.ray_train_faults import kill_a_worker_when
 
 
 def _only_complete(root: Path, stage: str) -> Path:
@@ -52,27 +48,6 @@ def test_demo_finetuning_beats_the_base_llm_on_cra(demo_root):
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
 
 
-def _registered_checkpoints(train_dir: Path) -> int:
-    snapshot = train_dir / "checkpoint_manager_snapshot.json"
-    try:
-        return len(json.loads(snapshot.read_text())["checkpoint_results"])
-    except (OSError, ValueError, KeyError):  # not written yet, or caught mid-write
-        return 0
-
-
-def _kill_one_train_worker_after_first_checkpoint(train_dir: Path, killed: list[int]) -> None:
-    """SIGKILL one Ray Train worker process once the controller has registered a checkpoint (a folder
-    on disk is not enough: an unregistered one is not resumed from). A real crash, not a raised error."""
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and _registered_checkpoints(train_dir) < 1:
-        time.sleep(0.05)
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        if "RayTrainWorker" in " ".join(process.info["cmdline"] or []):
-            os.kill(process.info["pid"], signal.SIGKILL)
-            killed.append(process.info["pid"])
-            return
-
-
 def test_killed_worker_recovers_from_checkpoint_and_a_rerun_resumes(demo_root, tmp_path, ray_session):
     """MNTP first, (short, long) pairs and hard negatives on; one worker is SIGKILLed mid-training."""
     inputs = {
@@ -90,10 +65,7 @@ def test_killed_worker_recovers_from_checkpoint_and_a_rerun_resumes(demo_root, t
     }
     artifact = ArtifactDir(str(tmp_path / "ft"))
     killed: list[int] = []
-    killer = threading.Thread(
-        target=_kill_one_train_worker_after_first_checkpoint, args=(tmp_path / "ft" / "train", killed)
-    )
-    killer.start()
+    killer = kill_a_worker_when(tmp_path / "ft" / "train", lambda steps: len(steps) >= 1, killed)
     first = run_finetune_text(
         build_config(FinetuneTextConfig, {**settings, "max_steps": 24}, "finetune_text"),
         StageContext(artifact, inputs),

@@ -5,14 +5,9 @@ resumes from the last checkpoint, and a SIGKILLed worker recovers from its check
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import threading
-import time
 from pathlib import Path
 
-import psutil
 import torch
 from mlflow.tracking import MlflowClient
 from transformers import CLIPVisionModel
@@ -22,6 +17,7 @@ from ops.artifact_dir import ArtifactDir
 from ops.config_schema import build_config
 from pipelines.base import StageContext
 from pipelines.train_vision import TrainVisionConfig, run_train_vision
+from tests.ray_train_faults import kill_a_worker_when
 
 
 def _complete(root: Path, stage: str) -> Path:
@@ -60,25 +56,6 @@ def test_demo_vision_training_lowers_the_loss_and_exports(demo_root):
         )
 
 
-def _kill_a_worker_after_a_new_checkpoint(train_dir: Path, after_step: int, killed: list[int]) -> None:
-    """SIGKILL one Ray Train worker once the controller has registered a checkpoint past `after_step`."""
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        try:
-            snapshot = json.loads((train_dir / "checkpoint_manager_snapshot.json").read_text())
-            steps = [r["metrics"]["step"] for r in snapshot["checkpoint_results"]]
-        except (OSError, ValueError, KeyError):
-            steps = []
-        if any(step > after_step for step in steps):
-            break
-        time.sleep(0.05)
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        if "RayTrainWorker" in " ".join(process.info["cmdline"] or []):
-            os.kill(process.info["pid"], signal.SIGKILL)
-            killed.append(process.info["pid"])
-            return
-
-
 def test_rerun_resumes_and_a_killed_worker_recovers_from_its_checkpoint(demo_root, tmp_path, ray_session):
     """Continue the demo's run (checkpoint at step 40) to step 70; SIGKILL a worker on the way: the new
     worker group must resume from a checkpoint past 40, not from the start."""
@@ -91,10 +68,7 @@ def test_rerun_resumes_and_a_killed_worker_recovers_from_its_checkpoint(demo_roo
     settings = {**recipe, "max_steps": 70, "eval_every_steps": 0, "checkpoint_every_steps": 2}
     config = build_config(TrainVisionConfig, settings, "train_vision")
     killed: list[int] = []
-    killer = threading.Thread(
-        target=_kill_a_worker_after_a_new_checkpoint, args=(tmp_path / "tv" / "train", 40, killed)
-    )
-    killer.start()
+    killer = kill_a_worker_when(tmp_path / "tv" / "train", lambda steps: any(s > 40 for s in steps), killed)
     outcome = run_train_vision(config, StageContext(ArtifactDir(str(tmp_path / "tv")), inputs))
     killer.join()
     assert len(killed) == 1
