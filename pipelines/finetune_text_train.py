@@ -193,31 +193,12 @@ def train_worker(settings: dict[str, Any]) -> None:
 def run_training(config, base_model: str, train: pa.Table, ctx: StageContext) -> dict[str, float]:
     """TorchTrainer over the training pairs; Ray Train's storage under the artifact resumes a rerun."""
     import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
 
-    began = time.perf_counter()
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={
-            "config": config,
-            "base_model": base_model,
-            "artifact_uri": ctx.artifact.uri,
-            "tracking_uri": ctx.tracking_uri,
-            "run_id": ctx.mlflow_run_id,
-        },
-        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
-        run_config=ray.train.RunConfig(
-            name="train",
-            storage_path=ctx.artifact.uri,
-            failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
-            # The newest checkpoint and one to fall back on; full fine-tuning checkpoints are large.
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-        ),
-        datasets={"train": ray.data.from_arrow(train.drop_columns(["key", "kind"]))},
-    )
-    result = trainer.fit()
-    elapsed = time.perf_counter() - began
+    from pipelines.ray_train_fit import fit_in_artifact
+
+    loop_config = {"config": config, "base_model": base_model}
+    datasets = {"train": ray.data.from_arrow(train.drop_columns(["key", "kind"]))}
+    result, elapsed = fit_in_artifact(train_worker, loop_config, config, ctx, datasets)
     steps = config.max_steps - int(result.metrics.get("start_step", 0))
     pairs = steps * config.batch_size_per_worker * config.num_workers
     loop_s = float(result.metrics.get("loop_s", elapsed))

@@ -224,32 +224,16 @@ def run_training(
     config, vision_model: str, llm_dim: int, tar_paths, sidecars, ctx: StageContext
 ) -> dict[str, float]:
     """TorchTrainer; its storage under the artifact lets a rerun resume from the last checkpoint."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
+    from pipelines.ray_train_fit import fit_in_artifact
 
-    began = time.perf_counter()
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={
-            "config": config,
-            "vision_model": vision_model,
-            "llm_dim": llm_dim,
-            "tar_paths": tar_paths,
-            "sidecars": sidecars,
-            "artifact_uri": ctx.artifact.uri,
-            "tracking_uri": ctx.tracking_uri,
-            "run_id": ctx.mlflow_run_id,
-        },
-        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
-        run_config=ray.train.RunConfig(
-            name="train",
-            storage_path=ctx.artifact.uri,
-            failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-        ),
-    )
-    result = trainer.fit()
-    elapsed = time.perf_counter() - began
+    loop_config = {
+        "config": config,
+        "vision_model": vision_model,
+        "llm_dim": llm_dim,
+        "tar_paths": tar_paths,
+        "sidecars": sidecars,
+    }
+    result, elapsed = fit_in_artifact(train_worker, loop_config, config, ctx)
     start_step = int(result.metrics.get("start_step", 0))
     images = (config.max_steps - start_step) * config.batch_size_per_worker * config.num_workers
     final = ctx.artifact.read_json("eval.json")
