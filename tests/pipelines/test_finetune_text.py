@@ -1,5 +1,6 @@
 """finetune_text on Ray Train (2 CPU workers): loss falls, CRA rises, the encoder reloads, a killed
-worker recovers from its checkpoint, reruns resume."""
+worker recovers from its checkpoint (a rerun resuming from the last one is train_vision's test: the same
+Ray Train set-up, pipelines/ray_train_fit.py)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def test_demo_finetuning_beats_the_base_llm_on_cra(demo_root):
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
 
 
-def test_killed_worker_recovers_from_checkpoint_and_a_rerun_resumes(demo_root, tmp_path, ray_session):
+def test_killed_worker_recovers_from_its_checkpoint(demo_root, tmp_path, ray_session):
     """MNTP first, (short, long) pairs and hard negatives on; one worker is SIGKILLed mid-training."""
     inputs = {
         "download": ArtifactDir(str(_only_complete(demo_root, "download"))),
@@ -79,9 +80,4 @@ def test_killed_worker_recovers_from_checkpoint_and_a_rerun_resumes(demo_root, t
     assert pairs.filter(pc.equal(pairs["kind"], "original_dense")).num_rows == 48
     assert "hard_negative_2" in pairs.column_names
 
-    second = run_finetune_text(
-        build_config(FinetuneTextConfig, {**settings, "max_steps": 26}, "finetune_text"),
-        StageContext(artifact, inputs),
-    )
-    assert second.metrics["resumed_from_step"] == 24
     assert (tmp_path / "ft" / "encoder" / "encoder_config.json").is_file()
