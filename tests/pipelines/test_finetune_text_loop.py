@@ -27,35 +27,32 @@ def _pairs(split: str, count: int) -> list[dict[str, str]]:
     return rows
 
 
-def test_single_process_loop_lowers_loss_and_raises_cra():
+def _tiny_llm():
+    """(tokenizer, backbone, encoder config): the demo's tiny Llama, seeded."""
     torch.manual_seed(0)
     tokenizer = train_scene_tokenizer(scenes.vocabulary_corpus(), 1024)
     tokenizer.padding_side = "right"
-    config = TextEncoderConfig(max_length=160)
     backbone = build_tiny_llm(tokenizer, TinyLlmSpec(), seed=0).model
-    held_out = _pairs("eval", 64)
+    return tokenizer, backbone, TextEncoderConfig(max_length=160)
 
-    def cra(encoder):
-        first = encoder.encode(tokenizer, [r["caption_1"] for r in held_out])
-        return caption_retrieval_accuracy(
-            first, encoder.encode(tokenizer, [r["caption_2"] for r in held_out])
-        )
 
-    base_cra = cra(LLMTextEncoder(backbone, config).eval())
-    encoder = LLMTextEncoder(apply_lora(backbone, LoraSpec(rank=16, alpha=32, dropout=0.0)), config)
-    settings = LoopSettings(
+def _settings(warmup_steps: int, max_steps: int) -> LoopSettings:
+    return LoopSettings(
         temperature=0.05,
         learning_rate=2e-3,
         weight_decay=0.0,
-        warmup_steps=5,
-        max_steps=60,
+        warmup_steps=warmup_steps,
+        max_steps=max_steps,
         max_grad_norm=1.0,
         seed=0,
     )
+
+
+def _train(encoder, tokenizer, rows, settings: LoopSettings) -> tuple[int, list[float]]:
+    """(last step, per-step losses) of LoRA training on `rows`, batches of 32."""
     optimizer, scheduler = build_optimizer(encoder, settings)
-    train = _pairs("train", 256)
-    losses = []
-    batches = (b for epoch in range(10) for b in pair_batches(train, 32, seed=0, epoch=epoch))
+    losses: list[float] = []
+    batches = (b for epoch in range(10) for b in pair_batches(rows, 32, seed=0, epoch=epoch))
     last = train_steps(
         encoder,
         tokenizer,
@@ -67,6 +64,22 @@ def test_single_process_loop_lowers_loss_and_raises_cra():
         lambda s, m: losses.append(m["loss"]),
         torch.device("cpu"),
     )
+    return last, losses
+
+
+def test_single_process_loop_lowers_loss_and_raises_cra():
+    tokenizer, backbone, config = _tiny_llm()
+    held_out = _pairs("eval", 64)
+
+    def cra(encoder):
+        first = encoder.encode(tokenizer, [r["caption_1"] for r in held_out])
+        return caption_retrieval_accuracy(
+            first, encoder.encode(tokenizer, [r["caption_2"] for r in held_out])
+        )
+
+    base_cra = cra(LLMTextEncoder(backbone, config).eval())
+    encoder = LLMTextEncoder(apply_lora(backbone, LoraSpec(rank=16, alpha=32, dropout=0.0)), config)
+    last, losses = _train(encoder, tokenizer, _pairs("train", 256), _settings(warmup_steps=5, max_steps=60))
     assert last == 60 == len(losses)
     assert sum(losses[-5:]) / 5 < 0.25 * sum(losses[:5]) / 5
     tuned_cra = cra(encoder.eval())
@@ -74,39 +87,13 @@ def test_single_process_loop_lowers_loss_and_raises_cra():
 
 
 def test_hard_negatives_enter_the_loss_and_training_still_converges():
-    torch.manual_seed(0)
-    tokenizer = train_scene_tokenizer(scenes.vocabulary_corpus(), 1024)
-    tokenizer.padding_side = "right"
-    config = TextEncoderConfig(max_length=160)
-    backbone = build_tiny_llm(tokenizer, TinyLlmSpec(), seed=0).model
+    tokenizer, backbone, config = _tiny_llm()
     encoder = LLMTextEncoder(apply_lora(backbone, LoraSpec(rank=16, alpha=32, dropout=0.0)), config)
     images = pa.Table.from_pylist(_pairs("train", 128)).rename_columns(["original", "dense"])
     images = images.append_column("key", pa.array([str(i) for i in range(images.num_rows)]))
     rows = training_pairs(images, hard_negatives=True).drop_columns(["key", "kind"]).to_pylist()
     assert set(rows[0]) == {"caption_1", "caption_2", "hard_negative_1", "hard_negative_2"}
-    settings = LoopSettings(
-        temperature=0.05,
-        learning_rate=2e-3,
-        weight_decay=0.0,
-        warmup_steps=3,
-        max_steps=24,
-        max_grad_norm=1.0,
-        seed=0,
-    )
-    optimizer, scheduler = build_optimizer(encoder, settings)
-    losses = []
-    batches = (b for epoch in range(10) for b in pair_batches(rows, 32, seed=0, epoch=epoch))
-    train_steps(
-        encoder,
-        tokenizer,
-        batches,
-        settings,
-        optimizer,
-        scheduler,
-        0,
-        lambda s, m: losses.append(m["loss"]),
-        torch.device("cpu"),
-    )
+    _, losses = _train(encoder, tokenizer, rows, _settings(warmup_steps=3, max_steps=24))
     # 32 in-batch keys + 32 hard negatives: chance is ln(64), above the in-batch-only ln(32)
     assert losses[0] > math.log(48)
     assert sum(losses[-4:]) / 4 < 0.5 * sum(losses[:4]) / 4, losses
