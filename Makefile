@@ -1,6 +1,6 @@
 # Set-up and entry points. Every target first makes sure .venv exists and matches pyproject.toml.
 #   make demo     run the CPU demo workflow (configs/demo.yaml) into ./artifacts
-#   make test     run the test suite
+#   make test     run the test suite (installs Debian's chromium first when missing, as root)
 #   make bench    run the benchmarks in bench/
 #   make lint     ruff
 # PROFILE=gpu installs vLLM's CUDA build with torchvision and timm instead of the CPU stack.
@@ -17,7 +17,7 @@ PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 ARTIFACTS ?= artifacts
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench lint clean-venv
+.PHONY: venv browser demo test bench lint clean-venv
 
 venv: $(STAMP)
 
@@ -38,8 +38,18 @@ endif
 demo: $(STAMP)
 	$(PY) workflows/full.py --config configs/demo.yaml --artifacts $(ARTIFACTS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Debian's Chromium for the MLflow UI test (a real browser rendering the UI). Installed when missing and
+# this is a Debian/Ubuntu machine run as root; elsewhere that one test skips, saying why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the MLflow UI test"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	  else echo "chromium not found and not root: the MLflow UI test will skip"; fi; }
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py

@@ -1,4 +1,5 @@
-"""Shared, session-wide pieces: one local Ray, one small demo run, one set of tiny models."""
+"""Shared, session-wide pieces: one Ray cluster on loopback, one small demo run submitted to it as a Ray job,
+one set of tiny models."""
 
 from __future__ import annotations
 
@@ -25,12 +26,23 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray for the whole suite; 4 logical CPUs as the demo recipe asks (see ENVIRONMENT.md)."""
+def ray_cluster():
+    """A real cluster for the whole suite: `ray start --head` on loopback with the dashboard's job server,
+    4 logical CPUs as the demo recipe asks (see ENVIRONMENT.md); stopped at the end of the session."""
+    from tests.ray_cluster import LocalRayCluster
+
+    cluster = LocalRayCluster(num_cpus=4).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_session(ray_cluster):
+    """This process joins the suite's cluster as a driver (Ray Data and Ray Train tests run from here)."""
     import ray
 
     os.environ.pop("RAY_ADDRESS", None)
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address=ray_cluster.address, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -61,12 +73,27 @@ def chain_recipe(tmp_path_factory) -> Path:
     return path
 
 
+DEMO_SUBMISSION_ID = "llm2clip-demo-suite"
+
+
 @pytest.fixture(scope="session")
-def demo_root(tmp_path_factory, ray_session) -> Path:
-    """A completed small demo chain, run once; tests that change it must use their own root."""
+def demo_job(tmp_path_factory, ray_cluster, ray_session):
+    """The small demo chain as users run it: `ray job submit --working-dir . -- python workflows/full.py
+    --config configs/demo.yaml` against the suite's cluster. Run once; returns (artifact root, job output)."""
     root = tmp_path_factory.mktemp("demo-artifacts")
-    assert run_workflow(root) == 0
-    return root
+    entrypoint = ["python", "workflows/full.py", "--config", "configs/demo.yaml", "--artifacts", str(root)]
+    for assignment in SMALL_DEMO:
+        entrypoint += ["--set", assignment]
+    finished = ray_cluster.submit(entrypoint, REPO_ROOT, DEMO_SUBMISSION_ID, timeout_s=900)
+    output = finished.stdout + finished.stderr
+    assert finished.returncode == 0, f"ray job submit failed:\n{output[-8000:]}\n{ray_cluster.log_tail()}"
+    return root, output
+
+
+@pytest.fixture(scope="session")
+def demo_root(demo_job) -> Path:
+    """A completed small demo chain; tests that change it must use their own root."""
+    return demo_job[0]
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ python workflows/full.py --config configs/demo.yaml --set scenes.num_train=64 --
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import sys
 import time
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # Heavy imports after validation, so --help, --dry-run and config errors answer fast.
-    from workflows.ray_runtime import ensure_ray
+    from workflows.ray_runtime import ensure_ray, ray_job_submission_id
     from workflows.runner import execute_plan, format_summary
     from workflows.tracking import WorkflowTracker, default_tracking_uri
 
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides": " ".join(args.overrides),
         "artifact_root": artifact_root,
         "host": socket.gethostname(),
-        "ray_job_id": os.environ.get("RAY_JOB_ID", ""),
+        "ray_job_submission_id": ray_job_submission_id(),
         "stages_to_run": ",".join(to_run),
     }
     started = time.time()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import ray
@@ -18,8 +19,21 @@ def ensure_ray(config: RayConfig) -> str:
         # Under `ray job submit` the job's driver gets RAY_ADDRESS; the cluster's resources apply.
         ray.init(address=address, log_to_driver=True)
         return f"joined Ray cluster at {address}"
-    kwargs = {"num_cpus": config.num_cpus, "include_dashboard": False}
+    # "local" and not None: without it ray.init() quietly joins whatever `ray start` last left running on
+    # this machine, and then refuses num_cpus. A cluster is joined only when RAY_ADDRESS names it.
+    kwargs = {"address": "local", "num_cpus": config.num_cpus, "include_dashboard": False}
     if config.object_store_mib:
         kwargs["object_store_memory"] = config.object_store_mib * 1024 * 1024
     ray.init(**kwargs)
     return f"started a local Ray with {config.num_cpus} logical CPUs"
+
+
+def ray_job_submission_id() -> str:
+    """The `ray job submit` id this driver runs under ("" outside a submitted job), for the MLflow tags.
+
+    Ray hands a submitted driver its job config, metadata included, as JSON in this variable."""
+    try:
+        config = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "") or "{}")
+    except json.JSONDecodeError:
+        return ""
+    return str(config.get("metadata", {}).get("job_submission_id", ""))

@@ -1,0 +1,173 @@
+"""A real Ray cluster on loopback for the tests: `ray start --head` (and, for scale-out, worker nodes),
+stopped by killing exactly the processes it started, so a developer's own Ray on the machine survives."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cluster_env() -> dict[str, str]:
+    """The environment the cluster's processes (and so a job's `python`) see: this venv first on PATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+@functools.cache
+def use_a_test_token() -> Path:
+    """Ray's token authentication with a token of the test process's own, for it and its children (nodes,
+    `ray job submit`, drivers): Ray turns token auth on by default once ~/.ray/auth_token exists, and a
+    test must neither depend on nor write a developer's token. One token for every cluster of the run."""
+    token_path = Path(tempfile.mkdtemp(prefix="ray-token-")) / "auth_token"
+    token_path.write_text(secrets.token_hex(32))
+    token_path.chmod(0o600)
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path)
+    return token_path
+
+
+class LocalRayCluster:
+    """Head node with the dashboard (the job server `ray job submit` talks to) on 127.0.0.1."""
+
+    def __init__(self, num_cpus: int):
+        self.num_cpus = num_cpus
+        # Short: Ray's unix sockets live under the temp dir and their paths are limited to ~107 bytes.
+        self.temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+        use_a_test_token()
+        self.gcs_port = free_port()
+        self.dashboard_port = free_port()
+        self._nodes: list[subprocess.Popen] = []
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def _start_node(self, args: list[str], log_name: str) -> subprocess.Popen:
+        log = open(Path(self.temp_dir) / log_name, "wb")  # noqa: SIM115 - kept open for the node's life
+        # --block keeps the node's processes children of this one, in a session of their own, so stop()
+        # can end exactly them (`ray stop` would end every Ray on the machine).
+        node = subprocess.Popen(
+            [str(VENV_BIN / "ray"), "start", "--block", "--disable-usage-stats", *args],
+            env=cluster_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._nodes.append(node)
+        return node
+
+    def start(self, timeout_s: float = 120.0) -> LocalRayCluster:
+        self._start_node(
+            [
+                "--head",
+                "--node-ip-address=127.0.0.1",
+                f"--port={self.gcs_port}",
+                f"--num-cpus={self.num_cpus}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--ray-client-server-port={free_port()}",
+                f"--temp-dir={self.temp_dir}",
+            ],
+            "head.log",
+        )
+        self._wait_for(f"{self.dashboard_url}/api/version", timeout_s, "head")
+        return self
+
+    def add_worker_node(self, num_cpus: int, resources: str = "{}", timeout_s: float = 60.0) -> None:
+        """A second raylet joining the head (another 'machine' on the same host)."""
+        self._start_node(
+            [
+                f"--address={self.address}",
+                "--node-ip-address=127.0.0.1",
+                f"--num-cpus={num_cpus}",
+                f"--resources={resources}",
+                f"--dashboard-agent-listen-port={free_port()}",
+            ],
+            f"worker{len(self._nodes)}.log",
+        )
+        import ray
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if ray.is_initialized() and sum(n["Alive"] for n in ray.nodes()) >= len(self._nodes):
+                return
+            time.sleep(1.0)
+        raise RuntimeError(f"worker node did not join; see {self.temp_dir}")
+
+    def _wait_for(self, url: str, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(node.poll() is not None for node in self._nodes):
+                break
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    return
+            except urllib.error.HTTPError:
+                return  # it answers (401 where Ray's token authentication is on): the server is up
+            except OSError:
+                time.sleep(0.5)
+        logs = self.log_tail()
+        self.stop()
+        raise RuntimeError(f"Ray {what} node did not come up:\n{logs}")
+
+    def log_tail(self, chars: int = 4000) -> str:
+        logs = sorted(Path(self.temp_dir).glob("*.log"))
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}" for p in logs)
+
+    def submit(self, entrypoint: list[str], working_dir: Path, submission_id: str, timeout_s: float):
+        """`ray job submit` exactly as a user types it; returns the finished CompletedProcess."""
+        command = [
+            str(VENV_BIN / "ray"),
+            "job",
+            "submit",
+            f"--address={self.dashboard_url}",
+            f"--submission-id={submission_id}",
+            f"--working-dir={working_dir}",
+            "--",
+            *entrypoint,
+        ]
+        return subprocess.run(
+            command, env=cluster_env(), capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+
+    def stop(self) -> None:
+        # SIGTERM to `ray start` alone: it drains the node and ends its processes while the GCS still
+        # answers (a SIGTERM to the whole group kills the GCS first, and the drain then waits 30 s).
+        for node in reversed(self._nodes):
+            if node.poll() is None:
+                node.send_signal(signal.SIGTERM)
+        for node in reversed(self._nodes):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.wait(timeout=30)
+            # Workers the raylet forked share the node's session; make sure none outlives it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)
+        self._nodes.clear()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -1,0 +1,151 @@
+"""The MLflow UI as users open it: `mlflow server` on the demo's SQLite store, pages rendered by a real
+headless Chromium (Debian's package; `make test` installs it where it can), asserting on what it shows."""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import DEMO_SUBMISSION_ID
+from tests.ray_cluster import free_port
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+STAGES = (
+    "scenes",
+    "tiny_models",
+    "download",
+    "recaption",
+    "finetune_text",
+    "embed",
+    "train_vision",
+    "evaluate",
+)
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make browser installs it)")
+
+
+@pytest.fixture(scope="module")
+def mlflow_ui(demo_root, tmp_path_factory):
+    """`mlflow server` on loopback over the demo's store; yields (base url, tracking uri)."""
+    store = f"sqlite:///{demo_root / 'mlflow.db'}"
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("mlflow-server")
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        store,
+        "--artifacts-destination",
+        str(workdir / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    log = workdir / "server.log"
+    with open(log, "wb") as sink:
+        server = subprocess.Popen(command, cwd=workdir, stdout=sink, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        assert server.poll() is None, log.read_text()[-4000:]
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"mlflow server did not answer:\n{log.read_text()[-4000:]}"
+        time.sleep(0.5)
+    yield url, store
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def rendered_text(url: str, profile: Path) -> str:
+    """The page's visible text after its JavaScript ran (the UI is a single-page app fed by the REST API)."""
+    shutil.rmtree(profile, ignore_errors=True)
+    profile.mkdir(parents=True)
+    # The flags keep Chromium off the network (background services) and off a GPU; as root it needs
+    # --no-sandbox. The virtual time budget lets the app fetch and render before the DOM is dumped.
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--window-size=1600,1200",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    text = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)))
+
+
+def _the_jobs_runs(store: str):
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("llm2clip-demo")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parent = next(r for r in runs if r.data.tags.get("ray_job_submission_id") == DEMO_SUBMISSION_ID)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return experiment, runs, parent, children
+
+
+def test_the_runs_page_lists_the_submitted_jobs_parent_run(mlflow_ui, tmp_path):
+    url, store = mlflow_ui
+    experiment, runs, parent, _ = _the_jobs_runs(store)
+    page = rendered_text(f"{url}/#/experiments/{experiment.experiment_id}/runs", tmp_path / "profile")
+    assert "llm2clip-demo" in page
+    # Nested stage runs are folded under their parent in this table; the count covers them all.
+    assert f"{len(runs)} matching runs" in page
+    assert re.search(rf"\b{re.escape(parent.info.run_name)}\b .* full\.py", page), page[:3000]
+
+
+def test_the_parent_run_page_names_every_stage_run_and_the_ray_job(mlflow_ui, tmp_path):
+    url, store = mlflow_ui
+    experiment, _, parent, children = _the_jobs_runs(store)
+    assert sorted(r.info.run_name for r in children) == sorted(STAGES)
+    page = rendered_text(
+        f"{url}/#/experiments/{experiment.experiment_id}/runs/{parent.info.run_id}", tmp_path / "profile"
+    )
+    listed = re.search(r"Child runs (.*?) Source", page)
+    assert listed, page[:3000]
+    assert sorted(name.strip() for name in listed.group(1).split(",")) == sorted(STAGES)
+    assert f"ray_job_submission_id : {DEMO_SUBMISSION_ID}" in page
+    assert "stages_ran 8" in page
+
+
+def test_a_stage_run_page_shows_its_metrics_and_its_parent(mlflow_ui, tmp_path):
+    url, store = mlflow_ui
+    experiment, _, parent, children = _the_jobs_runs(store)
+    evaluate = next(r for r in children if r.info.run_name == "evaluate")
+    page = rendered_text(
+        f"{url}/#/experiments/{experiment.experiment_id}/runs/{evaluate.info.run_id}", tmp_path / "profile"
+    )
+    assert f"Parent run {parent.info.run_name}" in page
+    recall = evaluate.data.metrics["scenes_long_i2t_r5"]
+    shown = re.search(r"scenes_long_i2t_r5 ([0-9.]+)", page)
+    assert shown and float(shown.group(1)) == pytest.approx(recall)

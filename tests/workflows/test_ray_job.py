@@ -1,0 +1,64 @@
+"""The chain as users run it on a cluster: `ray start --head` on loopback, then `ray job submit
+--working-dir . -- python workflows/full.py --config configs/demo.yaml` (the suite's demo_job fixture)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+
+import psutil
+import pytest
+
+from tests.conftest import DEMO_SUBMISSION_ID
+from tests.ray_cluster import VENV_BIN, LocalRayCluster, cluster_env
+from tests.workflows.test_full_workflow import _executed
+
+STAGES = [
+    "scenes",
+    "tiny_models",
+    "download",
+    "recaption",
+    "finetune_text",
+    "embed",
+    "train_vision",
+    "evaluate",
+]
+
+
+def test_the_submitted_demo_job_ran_every_stage_on_the_cluster(demo_job, ray_cluster):
+    root, output = demo_job
+    assert _executed(output) == STAGES
+    # The job's driver joined the cluster it was submitted to rather than starting a Ray of its own.
+    joined = [line for line in output.splitlines() if line.startswith("joined Ray cluster at ")]
+    assert joined and joined[0].endswith(f":{ray_cluster.gcs_port}"), joined
+    status = subprocess.run(
+        [str(VENV_BIN / "ray"), "job", "list", f"--address={ray_cluster.dashboard_url}", "--format=json"],
+        env=cluster_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    jobs = {job["submission_id"]: job for job in json.loads(status.stdout) if job.get("submission_id")}
+    job = jobs[DEMO_SUBMISSION_ID]
+    assert job["status"] == "SUCCEEDED"
+    # --working-dir . was packaged and shipped through the cluster, not read from the checkout.
+    assert job["runtime_env"]["working_dir"].startswith("gcs://")
+    assert job["entrypoint"].startswith("python workflows/full.py --config configs/demo.yaml")
+    evaluate = next((root / "evaluate").glob("*/metrics.json"))
+    assert json.loads(evaluate.read_text())
+
+
+def test_stopping_a_cluster_ends_every_process_it_started():
+    cluster = LocalRayCluster(num_cpus=1).start()
+    try:
+        head = psutil.Process(cluster._nodes[0].pid)
+        started = [head, *head.children(recursive=True)]
+        names = " ".join(p.name() for p in started)
+        assert "gcs_server" in names and "raylet" in names, names
+    finally:
+        cluster.stop()
+    alive = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], [p.name() for p in alive]
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", cluster.dashboard_port), timeout=2).close()
