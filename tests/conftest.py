@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ray_cluster import use_a_test_token
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_RECIPE = REPO_ROOT / "configs" / "demo.yaml"
 # Small enough for seconds per run, big enough for several shards per split.
@@ -23,6 +25,8 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# Before anything imports Ray: Ray reads its auth mode once per process.
+use_a_test_token()
 
 
 @pytest.fixture(scope="session")

@@ -165,7 +165,7 @@ class LocalRayCluster:
                 node.send_signal(signal.SIGTERM)
         for node in reversed(self._nodes):
             with contextlib.suppress(subprocess.TimeoutExpired):
-                node.wait(timeout=30)
+                node.wait(timeout=10)
             # Workers the raylet forked share the node's session; make sure none outlives it.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.pid, signal.SIGKILL)

@@ -33,18 +33,25 @@ def test_the_submitted_demo_job_ran_every_stage_on_the_cluster(demo_job, ray_clu
     joined = [line for line in output.splitlines() if line.startswith("joined Ray cluster at ")]
     assert joined and joined[0].endswith(f":{ray_cluster.gcs_port}"), joined
     status = subprocess.run(
-        [str(VENV_BIN / "ray"), "job", "list", f"--address={ray_cluster.dashboard_url}", "--format=json"],
+        [
+            str(VENV_BIN / "ray"),
+            "job",
+            "status",
+            f"--address={ray_cluster.dashboard_url}",
+            DEMO_SUBMISSION_ID,
+        ],
         env=cluster_env(),
         capture_output=True,
         text=True,
         check=True,
     )
-    jobs = {job["submission_id"]: job for job in json.loads(status.stdout) if job.get("submission_id")}
-    job = jobs[DEMO_SUBMISSION_ID]
-    assert job["status"] == "SUCCEEDED"
+    assert "SUCCEEDED" in status.stdout + status.stderr
+    from ray.job_submission import JobSubmissionClient
+
+    job = JobSubmissionClient(ray_cluster.dashboard_url).get_job_info(DEMO_SUBMISSION_ID)
     # --working-dir . was packaged and shipped through the cluster, not read from the checkout.
-    assert job["runtime_env"]["working_dir"].startswith("gcs://")
-    assert job["entrypoint"].startswith("python workflows/full.py --config configs/demo.yaml")
+    assert job.runtime_env["working_dir"].startswith("gcs://")
+    assert job.entrypoint.startswith("python workflows/full.py --config configs/demo.yaml")
     evaluate = next((root / "evaluate").glob("*/metrics.json"))
     assert json.loads(evaluate.read_text())
 
