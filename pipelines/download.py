@@ -53,6 +53,36 @@ RESERVED_COLUMNS = (
 
 
 @dataclasses.dataclass(frozen=True)
+class UrlSource:
+    """One url table of a dataset made of several (CC3M + CC12M): each keeps its own format and columns."""
+
+    name: str  # saved in every sample's json as "source"
+    url_list: str
+    input_format: Literal["auto", "parquet", "csv", "tsv", "jsonl"] = "auto"
+    column_names: tuple[str, ...] = ()
+    url_col: str = "url"
+    caption_col: str | None = "caption"
+    num_samples: int | None = None  # first N rows of this table; null for all
+
+    def __post_init__(self):
+        check(self.name != "", "name", "a source name", self.name)
+        check(self.url_list != "", "url_list", "a url table path", self.url_list)
+        check(
+            self.num_samples is None or self.num_samples > 0,
+            "num_samples",
+            "a positive count",
+            self.num_samples,
+        )
+        if self.column_names:
+            check(
+                self.url_col in self.column_names,
+                "column_names",
+                f"a list naming url_col {self.url_col!r}",
+                self.column_names,
+            )
+
+
+@dataclasses.dataclass(frozen=True)
 class DownloadConfig:
     # Url table: a parquet/csv/tsv/jsonl file or folder (path or fsspec URI). Empty: serve the scenes
     # stage's images over loopback HTTP (the CPU demo).
@@ -76,8 +106,21 @@ class DownloadConfig:
     # Honour publishers' opt-out: X-Robots-Tag directives that forbid use. Empty list turns it off.
     disallowed_header_directives: tuple[str, ...] = OPT_OUT_DIRECTIVES
     user_agent_token: str | None = None  # appended to the User-Agent so sites can identify the crawler
+    # Several url tables downloaded as one dataset, in this order (instead of url_list); each sample's
+    # json says which it came from. extra_columns must then exist in every source.
+    sources: tuple[UrlSource, ...] = ()
 
     def __post_init__(self):
+        check(not (self.sources and self.url_list), "sources", "either sources or url_list, not both", "both")
+        names = [source.name for source in self.sources]
+        check(len(names) == len(set(names)), "sources", "distinct source names", names)
+        if self.sources:
+            check(
+                "source" not in self.extra_columns,
+                "extra_columns",
+                "no 'source' (sources write it)",
+                self.extra_columns,
+            )
         check(self.url_col != "", "url_col", "a column name", self.url_col)
         check(
             self.num_samples is None or self.num_samples > 0,
@@ -106,7 +149,31 @@ class DownloadConfig:
 
 
 def download_inputs(config: DownloadConfig) -> tuple[str, ...]:
-    return () if config.url_list else ("scenes",)
+    return () if config.url_list or config.sources else ("scenes",)
+
+
+def _sources_url_table(config: DownloadConfig) -> pa.Table:
+    """Every source's rows under the common names url/caption, with a source column, concatenated."""
+    parts = []
+    for source in config.sources:
+        table = read_url_table(
+            source.url_list,
+            input_format=source.input_format,
+            url_col=source.url_col,
+            caption_col=source.caption_col,
+            extra_columns=config.extra_columns,
+            column_names=source.column_names,
+            num_samples=source.num_samples,
+        )
+        captions = (
+            table.column(source.caption_col) if source.caption_col else pa.nulls(table.num_rows, pa.string())
+        )
+        columns = {"url": table.column(source.url_col), "caption": captions}
+        columns.update({c: table.column(c) for c in config.extra_columns})
+        columns["source"] = pa.array([source.name] * table.num_rows, pa.string())
+        parts.append(pa.table(columns))
+    table = pa.concat_tables(parts)
+    return table.slice(0, config.num_samples) if config.num_samples is not None else table
 
 
 def _scenes_url_table(scenes: ArtifactDir, server: LoopbackFileServer, config: DownloadConfig) -> pa.Table:
@@ -175,6 +242,9 @@ def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
                 num_samples=config.num_samples,
             )
             url_col, caption_col, extra = config.url_col, config.caption_col, list(config.extra_columns)
+        elif config.sources:
+            table = _sources_url_table(config)
+            url_col, caption_col, extra = "url", "caption", [*config.extra_columns, "source"]
         else:
             server = stack.enter_context(LoopbackFileServer(ctx.inputs["scenes"].uri))
             table = _scenes_url_table(ctx.inputs["scenes"], server, config)

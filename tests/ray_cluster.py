@@ -158,6 +158,14 @@ class LocalRayCluster:
         )
 
     def stop(self) -> None:
+        import psutil
+
+        # Every process the nodes started, found before they go: some (the dashboard's modules) run in
+        # process groups of their own and would outlive a signal to the node's group.
+        started: list[psutil.Process] = []
+        for node in self._nodes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                started += psutil.Process(node.pid).children(recursive=True)
         # SIGTERM to `ray start` alone: it drains the node and ends its processes while the GCS still
         # answers (a SIGTERM to the whole group kills the GCS first, and the drain then waits 30 s).
         for node in reversed(self._nodes):
@@ -166,8 +174,11 @@ class LocalRayCluster:
         for node in reversed(self._nodes):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 node.wait(timeout=10)
-            # Workers the raylet forked share the node's session; make sure none outlives it.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.pid, signal.SIGKILL)
+        for process in started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(started, timeout=10)
         self._nodes.clear()
         shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -21,8 +21,8 @@ import yaml
 from ops.config_schema import ConfigError
 from ops.errors import BadInputError
 from ops.hashing import to_plain
-from workflows.plan import PlanError, build_plan, format_plan
-from workflows.recipe import Recipe, load_recipe
+from workflows.plan import PlanError, build_plan, format_plan, format_table
+from workflows.recipe import Recipe, ResourcesConfig, load_recipe
 from workflows.registry import CHAIN
 
 
@@ -68,6 +68,22 @@ def recipe_text(recipe: Recipe) -> str:
     return yaml.safe_dump(resolved, sort_keys=False)
 
 
+def format_resources(resources: ResourcesConfig) -> str:
+    """The recipe's stated hardware and per-stage estimates, with the GPU-hours they add up to."""
+    rows = [("stage", "gpus", "hours", "gpu_hours", "basis")]
+    for e in resources.estimates:
+        rows.append((e.stage, e.gpus, f"{e.hours:g}", f"{e.gpus * e.hours:g}", e.basis))
+    total_hours = sum(e.hours for e in resources.estimates)
+    total_gpu_hours = sum(e.gpus * e.hours for e in resources.estimates)
+    rows.append(
+        ("total", resources.gpus, f"{total_hours:g}", f"{total_gpu_hours:g}", "stages run one after another")
+    )
+    head = f"expects: {resources.gpus} x {resources.gpu_type or 'GPU'}" + (
+        f"; {resources.cpu_nodes}" if resources.cpu_nodes else ""
+    )
+    return head + "\n" + format_table(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     artifact_root = args.artifacts if "://" in args.artifacts else str(Path(args.artifacts).resolve())
@@ -93,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     if args.dry_run:
+        if recipe.resources is not None:
+            print(format_resources(recipe.resources), flush=True)
         return 0
 
     # Heavy imports after validation, so --help, --dry-run and config errors answer fast.

@@ -27,6 +27,38 @@ class RayConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class StageEstimate:
+    stage: str
+    gpus: int = 0  # GPUs the stage keeps busy (0: CPU only)
+    hours: float = 0.0  # wall-clock hours on that hardware, an estimate
+    basis: str = ""  # how the number was reached, so a reader can redo it for their hardware
+
+    def __post_init__(self):
+        check(self.gpus >= 0, "gpus", "zero or more GPUs", self.gpus)
+        check(self.hours > 0, "hours", "a positive number of hours", self.hours)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourcesConfig:
+    """What a recipe expects of the cluster and what each stage should cost; --dry-run prints it."""
+
+    gpus: int = 0  # GPUs in the cluster the recipe is written for
+    gpu_type: str = ""  # e.g. "H100 80GB"
+    cpu_nodes: str = ""  # CPU-side needs, e.g. for img2dataset
+    estimates: tuple[StageEstimate, ...] = ()
+
+    def __post_init__(self):
+        check(self.gpus >= 0, "gpus", "zero or more GPUs", self.gpus)
+        for i, estimate in enumerate(self.estimates):
+            check(
+                estimate.gpus <= self.gpus,
+                f"estimates[{i}].gpus",
+                f"at most gpus ({self.gpus})",
+                estimate.gpus,
+            )
+
+
+@dataclasses.dataclass(frozen=True)
 class Recipe:
     name: str
     experiment: str  # MLflow experiment the runs go to
@@ -34,9 +66,10 @@ class Recipe:
     ray: RayConfig
     stages: dict[str, Any]  # stage name -> validated config dataclass, in chain order
     source: str  # the file it came from, for messages
+    resources: ResourcesConfig | None = None
 
 
-_RESERVED = ("name", "experiment", "description", "ray")
+_RESERVED = ("name", "experiment", "description", "ray", "resources")
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
@@ -82,7 +115,21 @@ def parse_recipe(
             needed = known[name].inputs_for(config)
             missing = [dep for dep in needed if dep not in stages]
             check(not missing, name, f"its input stages {needed} in the recipe", sorted(stages))
+        resources = None
+        if data.get("resources") is not None:
+            resources = build_config(ResourcesConfig, data["resources"], "resources")
+            estimated = [e.stage for e in resources.estimates]
+            for i, stage in enumerate(estimated):
+                check(stage in stages, f"resources.estimates[{i}].stage", f"one of {sorted(stages)}", stage)
+            missing = [name for name in stages if name not in estimated]
+            check(
+                not missing,
+                "resources.estimates",
+                f"an estimate for every stage (missing {missing})",
+                estimated,
+            )
         return Recipe(
+            resources=resources,
             name=data["name"],
             experiment=str(data.get("experiment", f"llm2clip-{data['name']}")),
             description=str(data.get("description", "")),
@@ -94,12 +141,41 @@ def parse_recipe(
         raise ConfigError(f"{source}: {err}") from None
 
 
-def load_recipe(path: str | Path, chain: tuple[StageSpec, ...], overrides: tuple[str, ...] = ()) -> Recipe:
-    path = Path(path)
+def merge_recipe_data(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`: sections merge key by key, everything else (lists included) replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_recipe_data(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _read_recipe_data(path: Path, seen: tuple[Path, ...] = ()) -> Any:
+    """The file's YAML, with `extends: other.yaml` (relative to the file) resolved recursively."""
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: extends itself (through {' -> '.join(str(p) for p in seen)})")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return parse_recipe(data, str(path), chain, overrides)
+    if not isinstance(data, dict) or "extends" not in data:
+        return data
+    parent = data.pop("extends")
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{path}: extends: expected a recipe file name, got {parent!r}")
+    base = _read_recipe_data(path.parent / parent, (*seen, path.resolve()))
+    if not isinstance(base, dict):
+        raise ConfigError(f"{path.parent / parent}: recipe: expected a mapping at the top level")
+    # A child recipe is its own recipe: it does not inherit the parent's name or MLflow experiment.
+    for own in ("name", "experiment", "description", "resources"):
+        base.pop(own, None)
+    return merge_recipe_data(base, data)
+
+
+def load_recipe(path: str | Path, chain: tuple[StageSpec, ...], overrides: tuple[str, ...] = ()) -> Recipe:
+    path = Path(path)
+    return parse_recipe(_read_recipe_data(path), str(path), chain, overrides)

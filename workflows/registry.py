@@ -7,6 +7,7 @@ from pipelines import (
     embed,
     evaluate,
     finetune_text,
+    long_caption_experiment,
     recaption,
     scenes,
     tiny_models,
@@ -24,5 +25,6 @@ CHAIN: tuple[StageSpec, ...] = (
     embed.STAGE,
     train_vision.STAGE,
     evaluate.STAGE,
+    long_caption_experiment.STAGE,
 )
 STAGES: dict[str, StageSpec] = {spec.name: spec for spec in CHAIN}

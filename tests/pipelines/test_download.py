@@ -24,7 +24,7 @@ from ops.artifact_dir import ArtifactDir
 from ops.loopback_http import LoopbackFileServer
 from ops.url_table import UrlTableError
 from pipelines.base import StageContext
-from pipelines.download import DownloadConfig, run_download
+from pipelines.download import DownloadConfig, UrlSource, run_download
 from tests.conftest import REPO_ROOT
 
 NUM_GOOD = 10
@@ -124,6 +124,37 @@ def test_failures_are_counted_kept_and_never_fatal(corpus, tmp_path):
         assert parts["txt"].decode() == meta["caption"] == f"caption of {meta['url'].split('/', 3)[-1]}"
         assert meta["note"].startswith("note ")
         assert Image.open(io.BytesIO(parts["jpg"])).size == (32, 32)
+
+
+def test_several_sources_with_their_own_formats_become_one_dataset(corpus, tmp_path):
+    """CC3M (tsv, no header, caption then url) + CC12M (url then caption) in one download."""
+    server, _ = corpus
+    good = [f"images/good_{i}.jpg" for i in range(NUM_GOOD)]
+    first, second = good[:4], [*good[4:], "images/missing.jpg"]
+    (tmp_path / "a.tsv").write_text("".join(f"first {p}\t{server.url_for(p)}\n" for p in first))
+    (tmp_path / "b.tsv").write_text("".join(f"{server.url_for(p)}\tsecond {p}\n" for p in second))
+    sources = (
+        UrlSource(name="cc3m", url_list=str(tmp_path / "a.tsv"), column_names=("caption", "url")),
+        UrlSource(
+            name="cc12m", url_list=str(tmp_path / "b.tsv"), column_names=("url", "text"), caption_col="text"
+        ),
+    )
+    config = _config(tmp_path, url_list="", sources=sources, extra_columns=())
+    outcome = run_download(config, StageContext(artifact=ArtifactDir(str(tmp_path / "dl")), inputs={}))
+
+    counts = outcome.counts
+    assert (counts.num_in, counts.num_out, counts.num_rejected) == (NUM_GOOD + 1, NUM_GOOD, 1)
+    metas = [json.loads(parts["json"]) for parts in _samples(tmp_path / "dl" / "shards").values()]
+    by_source = defaultdict(list)
+    for meta in metas:
+        by_source[meta["source"]].append(meta["caption"].split(" ", 1))
+    assert sorted(p for word, p in by_source["cc3m"]) == sorted(first) and {
+        w for w, _ in by_source["cc3m"]
+    } == {"first"}
+    assert sorted(p for word, p in by_source["cc12m"]) == sorted(good[4:])
+    assert {w for w, _ in by_source["cc12m"]} == {"second"}
+    rejected = pq.read_table(tmp_path / "dl" / "rejected.parquet").to_pylist()
+    assert [r["url"].rsplit("/", 1)[-1] for r in rejected] == ["missing.jpg"]
 
 
 def test_opt_out_can_be_switched_off_explicitly(corpus, tmp_path):

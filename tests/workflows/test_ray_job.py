@@ -45,7 +45,7 @@ def test_the_submitted_demo_job_ran_every_stage_on_the_cluster(demo_job, ray_clu
         text=True,
         check=True,
     )
-    assert "SUCCEEDED" in status.stdout + status.stderr
+    assert f"Job '{DEMO_SUBMISSION_ID}' succeeded" in status.stdout + status.stderr
     from ray.job_submission import JobSubmissionClient
 
     job = JobSubmissionClient(ray_cluster.dashboard_url).get_job_info(DEMO_SUBMISSION_ID)

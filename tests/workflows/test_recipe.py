@@ -55,3 +55,75 @@ def test_missing_file_and_missing_upstream(tmp_path):
     lonely.write_text("name: x\ntiny_models: {}\n")
     with pytest.raises(ConfigError, match="tiny_models: expected its input stages"):
         load_recipe(lonely, CHAIN)
+
+
+CPU_RECIPES = {"demo.yaml", "long_caption_experiment.yaml"}
+PAPER_RECIPES = sorted(p.name for p in (REPO / "configs").glob("*.yaml") if p.name not in CPU_RECIPES)
+
+
+@pytest.mark.parametrize("name", PAPER_RECIPES)
+def test_paper_recipes_state_their_gpus_and_every_stages_cost_and_dry_run(name, tmp_path, capsys):
+    from workflows.full import main
+
+    recipe = load_recipe(REPO / "configs" / name, CHAIN)
+    resources = recipe.resources
+    assert resources is not None and resources.gpus > 0 and resources.gpu_type, name
+    assert [e.stage for e in resources.estimates] == list(recipe.stages)
+    assert all(e.hours > 0 and e.basis for e in resources.estimates)
+    assert {"finetune_text", "embed", "train_vision", "evaluate"} <= recipe.stages.keys()
+
+    assert main(["--config", str(REPO / "configs" / name), "--artifacts", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"expects: {resources.gpus} x {resources.gpu_type}" in out
+    total = next(line for line in out.splitlines() if line.startswith("total "))
+    assert f"{sum(e.gpus * e.hours for e in resources.estimates):g}" in total
+    assert list(tmp_path.iterdir()) == []  # a dry run touches nothing
+
+
+def test_the_paper_recipes_cover_both_encoders_both_towers_and_both_data_settings():
+    recipes = [load_recipe(REPO / "configs" / name, CHAIN) for name in PAPER_RECIPES]
+    encoders = {r.stages["finetune_text"].base_model for r in recipes}
+    towers = {r.stages["train_vision"].vision_model for r in recipes}
+    assert {"meta-llama/Llama-3.2-1B", "meta-llama/Meta-Llama-3-8B-Instruct"} <= encoders
+    assert {"openai/clip-vit-large-patch14-336", "timm:eva02_large_patch14_clip_336.merged2b"} <= towers
+    sources = {tuple(s.name for s in r.stages["download"].sources) for r in recipes}
+    assert ("cc3m", "cc12m") in sources and ("cc3m", "cc12m", "yfcc15m") in sources
+    assert any("recap" in r.name and "recaption" not in r.stages for r in recipes)
+
+
+def test_extends_merges_sections_and_keeps_the_childs_identity(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "name: base\nexperiment: base-exp\nscenes: {num_train: 8, num_eval: 4, seed: 3}\n"
+        "resources: {gpus: 1, estimates: [{stage: scenes, hours: 1}]}\n"
+    )
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nname: child\nscenes: {num_train: 16}\n")
+    recipe = load_recipe(tmp_path / "child.yaml", CHAIN)
+    assert (recipe.name, recipe.experiment) == ("child", "llm2clip-child")
+    assert (recipe.stages["scenes"].num_train, recipe.stages["scenes"].num_eval) == (16, 4)
+    assert recipe.stages["scenes"].seed == 3 and recipe.resources is None
+
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\nname: loop\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_recipe(tmp_path / "loop.yaml", CHAIN)
+    (tmp_path / "orphan.yaml").write_text("extends: missing.yaml\nname: orphan\n")
+    with pytest.raises(ConfigError, match=r"missing\.yaml: recipe file not found"):
+        load_recipe(tmp_path / "orphan.yaml", CHAIN)
+
+
+def test_resources_must_estimate_exactly_the_recipes_stages(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "name: r\nscenes: {num_train: 8, num_eval: 4}\n"
+        "resources: {gpus: 1, estimates: [{stage: embed, gpus: 1, hours: 1}]}\n"
+    )
+    with pytest.raises(ConfigError, match=r"resources.estimates\[0\].stage: expected one of \['scenes'\]"):
+        load_recipe(path, CHAIN)
+    path.write_text("name: r\nscenes: {num_train: 8, num_eval: 4}\nresources: {gpus: 1, estimates: []}\n")
+    with pytest.raises(ConfigError, match="an estimate for every stage"):
+        load_recipe(path, CHAIN)
+    path.write_text(
+        "name: r\nscenes: {num_train: 8, num_eval: 4}\n"
+        "resources: {gpus: 1, estimates: [{stage: scenes, gpus: 4, hours: 1}]}\n"
+    )
+    with pytest.raises(ConfigError, match="gpus: expected at most gpus"):
+        load_recipe(path, CHAIN)

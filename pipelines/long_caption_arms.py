@@ -1,0 +1,181 @@
+"""The long-caption experiment's three arms, trained identically in one process (plain torch):
+
+  llm2clip  the vision tower meets the caption-contrastively fine-tuned LLM's features through the adapter
+  base_llm  the same, on the base LLM's features (no caption-contrastive fine-tuning)
+  clip_77   CLIP as trained originally: a text transformer trained jointly, captions cut at 77 tokens
+
+Every arm sees the same images, the same batch order and the same original/dense draw for a given seed,
+and the same optimizer and schedule; only the text side differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from models.llm2clip import LLM2CLIPConfig, LLM2CLIPModel
+from models.text_tower_clip import TextTowerCLIP, TextTowerSpec
+from ops.clip_loss import clip_loss
+from ops.retrieval_metrics import image_text_recalls
+from pipelines.train_vision_loop import VisionLoopSettings, build_optimizer
+
+ARMS = ("llm2clip", "base_llm", "clip_77")
+KS = (1, 5)
+
+
+@dataclasses.dataclass
+class CaptionedImages:
+    """Pixels and, per caption kind ('short', 'long'), whatever each arm's text side takes."""
+
+    pixels: torch.Tensor  # [n, 3, size, size]
+    llm_features: dict[str, dict[str, torch.Tensor]]  # encoder name -> kind -> [n, dim]
+    tokens: dict[str, dict[str, torch.Tensor]]  # kind -> {"input_ids", "attention_mask"}, [n, max_tokens]
+
+    def __len__(self) -> int:
+        return self.pixels.shape[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class ArmSettings:
+    max_steps: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    warmup_steps: int
+    max_grad_norm: float
+    dense_ratio: float
+    adapter_width: int
+    adapter_depth: int
+    projection_dim: int
+    text_tower: TextTowerSpec
+
+
+def build_arm(arm: str, vision_tower, data: CaptionedImages, settings: ArmSettings, tokenizer, seed: int):
+    """A fresh model for the arm: the vision tower's starting weights, other layers seeded."""
+    torch.manual_seed(seed)
+    if arm == "clip_77":
+        model = TextTowerCLIP(
+            vision_tower.config,
+            len(tokenizer),
+            tokenizer.pad_token_id,
+            settings.text_tower,
+            settings.projection_dim,
+        )
+        model.vision_model.load_state_dict(vision_tower.state_dict())
+        return model
+    encoder = "finetuned" if arm == "llm2clip" else "base"
+    config = LLM2CLIPConfig(
+        llm_dim=data.llm_features[encoder]["short"].shape[1],
+        adapter_width=settings.adapter_width,
+        adapter_depth=settings.adapter_depth,
+        projection_dim=settings.projection_dim,
+    )
+    return LLM2CLIPModel.with_vision_tower(config, vision_tower)
+
+
+def text_features(
+    arm: str, model, data: CaptionedImages, index: torch.Tensor, dense: torch.Tensor
+) -> torch.Tensor:
+    """The arm's text features for rows `index`, the long caption where `dense` is set."""
+    if arm == "clip_77":
+        chosen = {
+            name: torch.where(
+                dense[:, None], data.tokens["long"][name][index], data.tokens["short"][name][index]
+            )
+            for name in ("input_ids", "attention_mask")
+        }
+        width = int(chosen["attention_mask"].sum(dim=1).max())
+        return model.get_text_features(chosen["input_ids"][:, :width], chosen["attention_mask"][:, :width])
+    encoder = "finetuned" if arm == "llm2clip" else "base"
+    features = data.llm_features[encoder]
+    return model.get_text_features(
+        torch.where(dense[:, None], features["long"][index], features["short"][index])
+    )
+
+
+def train_arm(arm: str, model, data: CaptionedImages, settings: ArmSettings, seed: int) -> list[float]:
+    """max_steps of symmetric CLIP loss; epochs of a seeded permutation. Returns the loss per step."""
+    loop = VisionLoopSettings(
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        warmup_steps=settings.warmup_steps,
+        max_steps=settings.max_steps,
+        max_grad_norm=settings.max_grad_norm,
+    )
+    optimizer, scheduler = build_optimizer(model, loop)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    generator = torch.Generator().manual_seed(seed)
+    batch = min(settings.batch_size, len(data))
+    order, position, losses = torch.randperm(len(data), generator=generator), 0, []
+    model.train()
+    for _ in range(settings.max_steps):
+        if position + batch > len(data):
+            order, position = torch.randperm(len(data), generator=generator), 0
+        index = order[position : position + batch]
+        position += batch
+        dense = torch.rand(batch, generator=generator) < settings.dense_ratio
+        image = F.normalize(model.get_image_features(data.pixels[index]), dim=-1)
+        text = F.normalize(text_features(arm, model, data, index, dense), dim=-1)
+        loss = clip_loss(image, text, model.clamped_logit_scale())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    return losses
+
+
+@torch.no_grad()
+def evaluate_arm(arm: str, model, data: CaptionedImages, batch_size: int = 64) -> dict[str, float]:
+    """I2T and T2I recall@k on the held-out images, once with the short and once with the long captions."""
+    model.eval()
+    rows = torch.arange(len(data))
+    image = torch.cat(
+        [model.get_image_features(data.pixels[s : s + batch_size]) for s in range(0, len(data), batch_size)]
+    )
+    metrics = {}
+    for kind in ("short", "long"):
+        dense = torch.full((len(data),), kind == "long")
+        text = torch.cat(
+            [
+                text_features(arm, model, data, rows[s : s + batch_size], dense[s : s + batch_size])
+                for s in range(0, len(data), batch_size)
+            ]
+        )
+        metrics.update(
+            {f"{kind}_{name}": value for name, value in image_text_recalls(image, text, KS).items()}
+        )
+    return metrics
+
+
+def run_arms(
+    arms: tuple[str, ...],
+    seeds: tuple[int, ...],
+    vision_tower,
+    train: CaptionedImages,
+    held_out: CaptionedImages,
+    settings: ArmSettings,
+    tokenizer,
+    on_result: Callable[[dict], None] = lambda row: None,
+) -> list[dict]:
+    """One row per (arm, seed): the held-out recalls and the first and last training losses."""
+    results = []
+    for seed in seeds:
+        for arm in arms:
+            model = build_arm(arm, vision_tower, train, settings, tokenizer, seed)
+            losses = train_arm(arm, model, train, settings, seed)
+            tail = max(1, len(losses) // 10)
+            row = {
+                "arm": arm,
+                "seed": seed,
+                **evaluate_arm(arm, model, held_out),
+                "loss_first": sum(losses[:tail]) / tail,
+                "loss_last": sum(losses[-tail:]) / tail,
+            }
+            results.append(row)
+            on_result(row)
+    return results
