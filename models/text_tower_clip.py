@@ -43,7 +43,7 @@ class TextTowerCLIP(nn.Module):
         self,
         vision_config: PretrainedConfig,
         vocab_size: int,
-        pad_token_id: int,
+        special_token_ids: dict[str, int],
         spec: TextTowerSpec,
         projection_dim: int,
     ):
@@ -58,7 +58,7 @@ class TextTowerCLIP(nn.Module):
             num_hidden_layers=spec.num_layers,
             num_attention_heads=spec.num_heads,
             max_position_embeddings=spec.max_tokens,
-            pad_token_id=pad_token_id,
+            **special_token_ids,  # pad/bos/eos of the shared tokenizer, not CLIP's own ids
         )
         self.text_model = CLIPTextModel(text_config)
         self.text_projection = nn.Linear(spec.hidden_size, projection_dim, bias=False)

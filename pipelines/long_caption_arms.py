@@ -60,7 +60,11 @@ def build_arm(arm: str, vision_tower, data: CaptionedImages, settings: ArmSettin
         model = TextTowerCLIP(
             vision_tower.config,
             len(tokenizer),
-            tokenizer.pad_token_id,
+            {
+                "pad_token_id": tokenizer.pad_token_id,
+                "bos_token_id": tokenizer.bos_token_id,
+                "eos_token_id": tokenizer.eos_token_id,
+            },
             settings.text_tower,
             settings.projection_dim,
         )

@@ -16,6 +16,9 @@ from tests.workflows.test_full_workflow import _executed, _only_complete
 
 RECIPE = REPO_ROOT / "configs" / "long_caption_experiment.yaml"
 QUICK = (
+    # The demo's scenes and encoder length, so every stage of the demo comes from demo_root's cache.
+    "scenes.max_objects=4",
+    "finetune_text.encoder.max_length=160",
     "long_caption_experiment.seeds=[0, 1]",
     "long_caption_experiment.max_steps=60",
     "long_caption_experiment.batch_size=16",
@@ -44,7 +47,7 @@ def test_the_experiment_reuses_the_demo_and_reports_every_arm_and_seed(demo_root
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["sizes"]["held_out"] == 16 and summary["sizes"]["train"] == 48
     # The scenes' dense captions are longer than CLIP's context: the 77-token arm really loses text.
-    assert summary["sizes"]["long_cut"] > 0.5 and summary["sizes"]["short_cut"] == 0.0
+    assert summary["sizes"]["long_cut"] > 0.25 and summary["sizes"]["short_cut"] == 0.0
     claims = json.loads((folder / "claims.json").read_text())
     assert [c["claim"] for c in claims] == [
         "llm2clip beats clip_77 on long captions",
