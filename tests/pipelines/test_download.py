@@ -79,7 +79,7 @@ def corpus(tmp_path_factory):
         yield server, _url_table(server, paths, folder / "urls.parquet")
 
 
-def _config(url_list: Path, **overrides) -> DownloadConfig:
+def _config(url_list: Path | str, **overrides) -> DownloadConfig:
     base = {
         "url_list": str(url_list),
         "extra_columns": ("note",),
@@ -139,7 +139,7 @@ def test_several_sources_with_their_own_formats_become_one_dataset(corpus, tmp_p
             name="cc12m", url_list=str(tmp_path / "b.tsv"), column_names=("url", "text"), caption_col="text"
         ),
     )
-    config = _config(tmp_path, url_list="", sources=sources, extra_columns=())
+    config = _config("", sources=sources, extra_columns=())
     outcome = run_download(config, StageContext(artifact=ArtifactDir(str(tmp_path / "dl")), inputs={}))
 
     counts = outcome.counts
