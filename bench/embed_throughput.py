@@ -64,20 +64,23 @@ def build_inputs(work: Path, num_shards: int, per_shard: int) -> tuple[Path, Pat
     return encoder_dir, shards, captions
 
 
-def run_stage(encoder_dir: Path, shards: Path, work: Path, batch_size: int, bucketing: bool) -> dict:
+def run_stage(
+    encoder_dir: Path, shards: Path, work: Path, batch_size: int, bucketing: bool, num_actors: int = 1
+) -> dict:
     from ops.artifact_dir import ArtifactDir
     from ops.config_schema import build_config
     from pipelines.base import StageContext
     from pipelines.embed import EmbedConfig, embed_shards
 
-    # The actor gets every core, as the bare forward in this process does (Ray sets its torch threads).
+    # The actors share every core, as the bare forward in this process uses them (Ray sets torch threads).
     settings = {
         "batch_size": batch_size,
         "length_bucketing": bucketing,
-        "num_cpus_per_actor": os.cpu_count() or 1,
+        "num_actors": num_actors,
+        "num_cpus_per_actor": max(1, (os.cpu_count() or 1) // num_actors),
     }
     config = build_config(EmbedConfig, settings, "embed")
-    artifact = ArtifactDir(str(work / f"stage-{bucketing}"))
+    artifact = ArtifactDir(str(work / f"stage-{bucketing}-{num_actors}"))
     began = time.perf_counter()
     outcome = embed_shards(config, str(shards), str(encoder_dir), StageContext(artifact, {}))
     wall = time.perf_counter() - began

@@ -1,0 +1,176 @@
+"""One table out of every benchmark's JSON: each figure beside the baseline it was measured against in
+the same run, as a ratio (figure / baseline figure, so 1.0 means "as fast as the baseline" for rates and
+"as long as the baseline" for wall times)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteRow:
+    bench: str
+    name: str
+    figure: float | None  # None: not measured (a skipped part); `note` says why
+    unit: str
+    baseline: str
+    ratio: float | None
+    note: str = ""
+
+
+def _rows_against(result: dict, figure_key: str, unit: str, baseline_name: str) -> list[SuiteRow]:
+    """Rows of a bench whose JSON lists named rows, the baseline among them."""
+    rows = result["rows"]
+    base = next(r for r in rows if r["name"] == baseline_name)[figure_key]
+    return [
+        SuiteRow(
+            result["bench"], r["name"], r[figure_key], unit, baseline_name, round(r[figure_key] / base, 3)
+        )
+        for r in rows
+    ]
+
+
+def _demo_walltime(result: dict) -> list[SuiteRow]:
+    cold = result["cold_s"]
+    return [
+        SuiteRow("demo_walltime", "cold run", cold, "s", "cold run", 1.0),
+        SuiteRow(
+            "demo_walltime",
+            "fully cached rerun",
+            result["cached_rerun_s"],
+            "s",
+            "cold run",
+            result["cached_over_cold"],
+        ),
+    ]
+
+
+def _download(result: dict) -> list[SuiteRow]:
+    return _rows_against(result, "per_core", "img/s/core", "local decode+resize ceiling")
+
+
+def _recaption(result: dict) -> list[SuiteRow]:
+    return _rows_against(result, "tokens_per_s", "tok/s", "plain vllm.LLM.chat")
+
+
+def _finetune(result: dict) -> list[SuiteRow]:
+    return _rows_against(result, "loop_pairs_per_s", "pairs/s", "no Ray (one process)")
+
+
+def _embed(result: dict) -> list[SuiteRow]:
+    rows = _rows_against(result, "captions_per_s", "captions/s", "bare encoder forward (sorted)")
+    by_name = {r["name"]: r for r in result["rows"]}
+    sorted_share = by_name["embed stage, wall (sorted)"]["padding_share"]
+    unsorted_share = by_name["embed stage, wall (unsorted)"]["padding_share"]
+    rows.append(
+        SuiteRow(
+            "embed_throughput",
+            "padded-token share with length bucketing",
+            sorted_share,
+            "share",
+            "without bucketing",
+            round(sorted_share / unsorted_share, 3) if unsorted_share else None,
+        )
+    )
+    return rows
+
+
+def _vision(result: dict) -> list[SuiteRow]:
+    return _rows_against(result, "images_per_s", "img/s", "precomputed features, in-memory batches")
+
+
+def _scaling(result: dict) -> list[SuiteRow]:
+    """Throughput per (part, size, workers) against the same part and size on one worker."""
+    out = []
+    for row in result["rows"]:
+        base = next(
+            r
+            for r in result["rows"]
+            if r["part"] == row["part"] and r["size"] == row["size"] and r["workers"] == 1
+        )
+        name = (
+            f"{row['part']}, {row['size_label']}, {row['workers']} worker{'s' if row['workers'] > 1 else ''}"
+        )
+        out.append(
+            SuiteRow(
+                "scaling",
+                name,
+                row["per_s"],
+                row["unit"],
+                f"{row['part']}, {row['size_label']}, 1 worker",
+                round(row["per_s"] / base["per_s"], 3),
+            )
+        )
+    return out
+
+
+def _gpu(result: dict) -> list[SuiteRow]:
+    if result.get("skipped"):
+        return [
+            SuiteRow("gpu_throughput", "vision MFU, embed throughput", None, "", "", None, result["skipped"])
+        ]
+    return [
+        SuiteRow(
+            "gpu_throughput", r["name"], r["figure"], r["unit"], r["baseline"], r["ratio"], r.get("note", "")
+        )
+        for r in result["rows"]
+    ]
+
+
+EXTRACTORS: dict[str, Callable[[dict], list[SuiteRow]]] = {
+    "demo_walltime": _demo_walltime,
+    "download_throughput": _download,
+    "recaption_throughput": _recaption,
+    "finetune_throughput": _finetune,
+    "embed_throughput": _embed,
+    "vision_step_time": _vision,
+    "scaling": _scaling,
+    "gpu_throughput": _gpu,
+}
+
+
+def suite_rows(results: dict[str, dict]) -> list[SuiteRow]:
+    """Rows in EXTRACTORS' order for every bench that produced a result; a failed bench gets a row that
+    says so rather than vanishing from the table."""
+    rows: list[SuiteRow] = []
+    for bench, extract in EXTRACTORS.items():
+        if bench not in results:
+            continue
+        result = results[bench]
+        if "error" in result:
+            rows.append(SuiteRow(bench, "(failed)", None, "", "", None, result["error"]))
+            continue
+        rows.extend(extract(result))
+    return rows
+
+
+def _cells(row: SuiteRow) -> list[str]:
+    figure = "-" if row.figure is None else f"{row.figure:g}"
+    ratio = "-" if row.ratio is None else f"{row.ratio:.3f}"
+    return [row.bench, row.name, figure, row.unit, row.baseline, ratio, row.note]
+
+
+HEADER = ["bench", "measurement", "figure", "unit", "baseline (same run)", "ratio", "note"]
+
+
+def text_table(rows: list[SuiteRow]) -> str:
+    cells = [HEADER, *(_cells(r) for r in rows)]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(HEADER))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cell, widths)).rstrip() for cell in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(rows: list[SuiteRow]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in _cells(r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def metric_name(row: SuiteRow) -> str:
+    """An MLflow metric key for the row's ratio (letters, digits, _ . - / only)."""
+    slug = "".join(ch if ch.isalnum() else "_" for ch in row.name.lower()).strip("_")
+    while "__" in slug:
+        slug = slug.replace("__", "_")
+    return f"{row.bench}/{slug}"

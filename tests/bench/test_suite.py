@@ -1,0 +1,128 @@
+"""The benchmark suite's plumbing: one table out of every bench's JSON, MLflow, bench/README.md. The
+benchmarks themselves run in `make bench`, not here; the GPU bench's code path runs at toy size on CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+
+import run_all
+from summary import markdown_table, suite_rows, text_table
+
+RESULTS = {
+    "demo_walltime": {
+        "bench": "demo_walltime",
+        "cold_s": 170.0,
+        "cached_rerun_s": 11.0,
+        "cached_over_cold": 0.065,
+    },
+    "embed_throughput": {
+        "bench": "embed_throughput",
+        "rows": [
+            {"name": "bare encoder forward (sorted)", "captions_per_s": 1700.0, "padding_share": 0.06},
+            {"name": "embed stage, actor time (sorted)", "captions_per_s": 1615.0, "padding_share": 0.06},
+            {"name": "embed stage, wall (sorted)", "captions_per_s": 680.0, "padding_share": 0.06},
+            {"name": "embed stage, wall (unsorted)", "captions_per_s": 580.0, "padding_share": 0.46},
+        ],
+    },
+    "scaling": {
+        "bench": "scaling",
+        "rows": [
+            {
+                "part": "vision step",
+                "size": 16,
+                "size_label": "16 images/worker",
+                "workers": w,
+                "per_s": r,
+                "unit": "img/s",
+            }
+            for w, r in ((1, 1000.0), (2, 800.0))
+        ],
+    },
+    "recaption_throughput": {
+        "bench": "recaption_throughput",
+        "error": "recaption_throughput.py exited 1 after 3 s",
+    },
+    "gpu_throughput": {"bench": "gpu_throughput", "skipped": "no CUDA device on this machine"},
+}
+
+
+def test_every_figure_is_a_ratio_to_its_own_baseline_and_failures_stay_visible():
+    rows = {(r.bench, r.name): r for r in suite_rows(RESULTS)}
+    assert rows[("demo_walltime", "fully cached rerun")].ratio == 0.065
+    assert rows[("embed_throughput", "embed stage, actor time (sorted)")].ratio == 0.95
+    assert rows[("embed_throughput", "bare encoder forward (sorted)")].ratio == 1.0
+    padding = rows[("embed_throughput", "padded-token share with length bucketing")]
+    assert padding.figure == 0.06 and padding.ratio == round(0.06 / 0.46, 3)
+    assert rows[("scaling", "vision step, 16 images/worker, 2 workers")].ratio == 0.8
+    assert rows[("recaption_throughput", "(failed)")].note.startswith("recaption_throughput.py exited 1")
+    assert rows[("gpu_throughput", "vision MFU, embed throughput")].note == "no CUDA device on this machine"
+    # Table order follows the suite's bench order, whatever order the results came in.
+    assert next(r.bench for r in suite_rows(RESULTS)) == "demo_walltime"
+    table = text_table(suite_rows(RESULTS))
+    assert "baseline (same run)" in table.splitlines()[0] and "0.950" in table
+    assert markdown_table(suite_rows(RESULTS)).count("\n") == len(suite_rows(RESULTS)) + 1
+
+
+def test_the_suite_writes_json_readme_and_one_mlflow_run(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    readme = tmp_path / "README.md"
+    code = run_all.main(
+        [
+            "--only",
+            "gpu_throughput",
+            "--results",
+            str(tmp_path / "results"),
+            "--readme",
+            str(readme),
+            "--tracking-uri",
+            uri,
+        ]
+    )
+    assert code == 0
+    suite = json.loads((tmp_path / "results" / "suite.json").read_text())
+    assert [r["bench"] for r in suite["rows"]] == ["gpu_throughput"]
+    text = readme.read_text()
+    assert "## Latest results" in text and "python bench/run_all.py --only gpu_throughput" in text
+    assert "| gpu_throughput |" in text
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(run_all.EXPERIMENT)
+    [run] = client.search_runs([experiment.experiment_id])
+    assert run.data.tags["command"] == suite["command"]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"suite.json", "suite_table.md"}
+
+
+def test_the_gpu_bench_code_path_runs_at_toy_size_on_cpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "bench" / "gpu_throughput.py"),
+            "--device",
+            "cpu",
+            "--tiny",
+            "--steps",
+            "2",
+            "--vision-batch",
+            "4",
+            "--embed-batch",
+            "4",
+            "--tokens",
+            "16",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    rows = suite_rows({"gpu_throughput": json.loads(out.read_text())})
+    assert [r.unit for r in rows] == ["img/s", "captions/s"]
+    assert all(r.figure > 0 and 0 < r.ratio < 1 for r in rows)
