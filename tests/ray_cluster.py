@@ -47,6 +47,15 @@ def use_a_test_token() -> Path:
     return token_path
 
 
+def is_alive(process) -> bool:
+    import psutil
+
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 class LocalRayCluster:
     """Head node with the dashboard (the job server `ray job submit` talks to) on 127.0.0.1."""
 
@@ -179,6 +188,9 @@ class LocalRayCluster:
         for process in started:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
-        psutil.wait_procs(started, timeout=10)
+        # Not our children, so wait_procs cannot reap them: a zombie left for its parent counts as gone.
+        deadline = time.monotonic() + 10
+        while any(is_alive(p) for p in started) and time.monotonic() < deadline:
+            time.sleep(0.1)
         self._nodes.clear()
         shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from tests.conftest import DEMO_SUBMISSION_ID
-from tests.ray_cluster import VENV_BIN, LocalRayCluster, cluster_env
+from tests.ray_cluster import VENV_BIN, LocalRayCluster, cluster_env, is_alive
 from tests.workflows.test_full_workflow import _executed
 
 STAGES = [
@@ -65,7 +65,7 @@ def test_stopping_a_cluster_ends_every_process_it_started():
         assert "gcs_server" in names and "raylet" in names, names
     finally:
         cluster.stop()
-    alive = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    alive = [p for p in started if is_alive(p)]
     assert alive == [], [p.name() for p in alive]
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", cluster.dashboard_port), timeout=2).close()
