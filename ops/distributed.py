@@ -22,14 +22,44 @@ def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(local), dim=0)
 
 
-def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
+# Elements per all_reduce: about 100 MB of fp32, DDP's default bucket. One collective per bucket instead
+# of one per tensor: per-call latency dominated the 2-worker step (bench/scaling.py).
+BUCKET_ELEMENTS = 25_000_000
+
+
+def _buckets(tensors: list[torch.Tensor], limit: int) -> list[list[torch.Tensor]]:
+    """Consecutive tensors of one dtype and device, at most `limit` elements a bucket (a bigger tensor
+    goes alone)."""
+    buckets: list[list[torch.Tensor]] = []
+    size = 0
+    for tensor in tensors:
+        fits = buckets and size + tensor.numel() <= limit
+        same_kind = buckets and (buckets[-1][0].dtype, buckets[-1][0].device) == (tensor.dtype, tensor.device)
+        if fits and same_kind:
+            buckets[-1].append(tensor)
+            size += tensor.numel()
+        else:
+            buckets.append([tensor])
+            size = tensor.numel()
+    return buckets
+
+
+def average_gradients(parameters: list[torch.nn.Parameter], bucket_elements: int = BUCKET_ELEMENTS) -> None:
     """Mean of every worker's gradients (what DDP does), done by hand: a step may run the model several
     times (queries, keys, negatives) before one backward, which DDP's hooks do not expect."""
     world = rank_and_world()[1]
     if world == 1:
         return
+    grads = []
     for parameter in parameters:
         if parameter.grad is None:
             parameter.grad = torch.zeros_like(parameter)
-        dist.all_reduce(parameter.grad)
-        parameter.grad /= world
+        grads.append(parameter.grad)
+    for bucket in _buckets(grads, bucket_elements):
+        flat = torch.cat([g.reshape(-1) for g in bucket])
+        dist.all_reduce(flat)
+        flat /= world
+        offset = 0
+        for grad in bucket:
+            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+            offset += grad.numel()
