@@ -144,33 +144,24 @@ def _mean_r1(summary, arm: str, kind: str) -> tuple[float, float]:
     return (i2t["mean"] + t2i["mean"]) / 2, max(i2t["std"], t2i["std"])
 
 
+def _claim(summary, claim: str, other: str, well_below: bool) -> dict:
+    (a, a_std), (o, o_std) = _mean_r1(summary, "llm2clip", "long"), _mean_r1(summary, other, "long")
+    spread = max(a_std, o_std)
+    holds = a - o > spread if well_below else a > o
+    return {"claim": claim, "llm2clip": a, "other": o, "gap": a - o, "seed_std": spread, "holds": holds}
+
+
 def check_claims(summary) -> list[dict]:
     """The paper's two claims, on long-caption R@1 (mean of both directions, over seeds). 'Well below'
     asks for a gap larger than the seed-to-seed spread."""
     claims = []
     if {"llm2clip", "clip_77"} <= summary.keys():
-        (a, a_std), (c, c_std) = _mean_r1(summary, "llm2clip", "long"), _mean_r1(summary, "clip_77", "long")
-        claims.append(
-            {
-                "claim": "llm2clip beats clip_77 on long captions",
-                "llm2clip": a,
-                "other": c,
-                "gap": a - c,
-                "seed_std": max(a_std, c_std),
-                "holds": a > c,
-            }
-        )
+        claims.append(_claim(summary, "llm2clip beats clip_77 on long captions", "clip_77", well_below=False))
     if {"llm2clip", "base_llm"} <= summary.keys():
-        (a, a_std), (b, b_std) = _mean_r1(summary, "llm2clip", "long"), _mean_r1(summary, "base_llm", "long")
         claims.append(
-            {
-                "claim": "base_llm falls well below llm2clip on long captions",
-                "llm2clip": a,
-                "other": b,
-                "gap": a - b,
-                "seed_std": max(a_std, b_std),
-                "holds": a - b > max(a_std, b_std),
-            }
+            _claim(
+                summary, "base_llm falls well below llm2clip on long captions", "base_llm", well_below=True
+            )
         )
     return claims
 

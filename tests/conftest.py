@@ -12,6 +12,17 @@ from tests.ray_cluster import use_a_test_token
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_RECIPE = REPO_ROOT / "configs" / "demo.yaml"
+# The demo recipe's stages, in chain order.
+DEMO_STAGES = (
+    "scenes",
+    "tiny_models",
+    "download",
+    "recaption",
+    "finetune_text",
+    "embed",
+    "train_vision",
+    "evaluate",
+)
 # Small enough for seconds per run, big enough for several shards per split.
 SMALL_DEMO = (
     "scenes.num_train=48",

@@ -15,20 +15,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import DEMO_SUBMISSION_ID
+from tests.conftest import DEMO_STAGES, DEMO_SUBMISSION_ID
 from tests.ray_cluster import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-STAGES = (
-    "scenes",
-    "tiny_models",
-    "download",
-    "recaption",
-    "finetune_text",
-    "embed",
-    "train_vision",
-    "evaluate",
-)
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make browser installs it)")
 
@@ -127,13 +117,13 @@ def test_the_runs_page_lists_the_submitted_jobs_parent_run(mlflow_ui, tmp_path):
 def test_the_parent_run_page_names_every_stage_run_and_the_ray_job(mlflow_ui, tmp_path):
     url, store = mlflow_ui
     experiment, _, parent, children = _the_jobs_runs(store)
-    assert sorted(r.info.run_name for r in children) == sorted(STAGES)
+    assert sorted(r.info.run_name for r in children) == sorted(DEMO_STAGES)
     page = rendered_text(
         f"{url}/#/experiments/{experiment.experiment_id}/runs/{parent.info.run_id}", tmp_path / "profile"
     )
     listed = re.search(r"Child runs (.*?) Source", page)
     assert listed, page[:3000]
-    assert sorted(name.strip() for name in listed.group(1).split(",")) == sorted(STAGES)
+    assert sorted(name.strip() for name in listed.group(1).split(",")) == sorted(DEMO_STAGES)
     assert f"ray_job_submission_id : {DEMO_SUBMISSION_ID}" in page
     assert "stages_ran 8" in page
 

@@ -10,25 +10,14 @@ import subprocess
 import psutil
 import pytest
 
-from tests.conftest import DEMO_SUBMISSION_ID
+from tests.conftest import DEMO_STAGES, DEMO_SUBMISSION_ID
 from tests.ray_cluster import VENV_BIN, LocalRayCluster, cluster_env, is_alive
 from tests.workflows.test_full_workflow import _executed
-
-STAGES = [
-    "scenes",
-    "tiny_models",
-    "download",
-    "recaption",
-    "finetune_text",
-    "embed",
-    "train_vision",
-    "evaluate",
-]
 
 
 def test_the_submitted_demo_job_ran_every_stage_on_the_cluster(demo_job, ray_cluster):
     root, output = demo_job
-    assert _executed(output) == STAGES
+    assert _executed(output) == list(DEMO_STAGES)
     # The job's driver joined the cluster it was submitted to rather than starting a Ray of its own.
     joined = [line for line in output.splitlines() if line.startswith("joined Ray cluster at ")]
     assert joined and joined[0].endswith(f":{ray_cluster.gcs_port}"), joined

@@ -9,19 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import run_workflow
+from tests.conftest import DEMO_STAGES, run_workflow
 from tests.workflows.test_full_workflow import _executed, _only_complete
-
-CHAIN = (
-    "scenes",
-    "tiny_models",
-    "download",
-    "recaption",
-    "finetune_text",
-    "embed",
-    "train_vision",
-    "evaluate",
-)
 
 
 def _copy_of_demo(demo_root: Path, tmp_path: Path) -> Path:
@@ -32,7 +21,9 @@ def _copy_of_demo(demo_root: Path, tmp_path: Path) -> Path:
 
 
 def _manifest_mtimes(root: Path) -> dict[str, int]:
-    return {stage: (_only_complete(root, stage) / "manifest.json").stat().st_mtime_ns for stage in CHAIN}
+    return {
+        stage: (_only_complete(root, stage) / "manifest.json").stat().st_mtime_ns for stage in DEMO_STAGES
+    }
 
 
 def _rerun(root: Path, capsys, *flags: str) -> tuple[list[str], dict[str, int], dict[str, int]]:
@@ -44,7 +35,7 @@ def _rerun(root: Path, capsys, *flags: str) -> tuple[list[str], dict[str, int], 
 
 
 def _rewritten(before: dict[str, int], after: dict[str, int]) -> list[str]:
-    return [stage for stage in CHAIN if after[stage] != before[stage]]
+    return [stage for stage in DEMO_STAGES if after[stage] != before[stage]]
 
 
 @pytest.mark.slow
