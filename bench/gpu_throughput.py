@@ -39,6 +39,7 @@ def vision_mfu(device, tiny: bool, batch: int, steps: int, peak_tflops: float) -
     from transformers import CLIPVisionConfig
 
     from models.llm2clip import LLM2CLIPConfig, LLM2CLIPModel
+    from ops.clip_loss import clip_loss
 
     shape = (
         {
@@ -76,12 +77,7 @@ def vision_mfu(device, tiny: bool, batch: int, steps: int, peak_tflops: float) -
     def step() -> None:
         with autocast:
             out = model(pixel_values=pixels, llm_embeddings=features)
-            logits = out["logit_scale"] * out["image_embeds"] @ out["text_embeds"].T
-            labels = torch.arange(batch, device=device)
-            loss = (
-                torch.nn.functional.cross_entropy(logits, labels)
-                + torch.nn.functional.cross_entropy(logits.T, labels)
-            ) / 2
+            loss = clip_loss(out["image_embeds"], out["text_embeds"], out["logit_scale"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

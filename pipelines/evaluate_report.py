@@ -53,7 +53,8 @@ def tables(results: dict[str, dict[str, float]], title: str) -> tuple[str, str]:
     return "\n".join(markdown), "\n".join(html)
 
 
-def _png(figure) -> bytes:
+def png_bytes(figure) -> bytes:
+    """The figure as PNG bytes; closes it."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -83,7 +84,7 @@ def recall_bars_png(results: dict[str, dict[str, float]]) -> bytes | None:
     axis.set_ylim(0, 100)
     axis.legend(ncol=2, fontsize=7)
     axis.set_title("Image-text retrieval")
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def heatmap_png(sample: dict, count: int, name: str) -> bytes:
@@ -104,4 +105,4 @@ def heatmap_png(sample: dict, count: int, name: str) -> bytes:
     axis.set_xlabel("caption (first of each image)")
     axis.set_ylabel("image")
     axis.set_title(f"{name}: image-caption similarity")
-    return _png(figure)
+    return png_bytes(figure)

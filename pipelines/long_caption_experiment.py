@@ -196,12 +196,12 @@ def table_markdown(summary, claims, seeds, sizes: dict[str, float]) -> str:
 
 def recall_plot(summary) -> bytes:
     """Grouped bars: R@1 per arm, short vs long captions, both directions, with seed std as error bars."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from pipelines.evaluate_report import png_bytes
 
     columns = ["short_i2t_r1", "short_t2i_r1", "long_i2t_r1", "long_t2i_r1"]
     figure, axis = plt.subplots(figsize=(7, 3.5))
@@ -215,19 +215,16 @@ def recall_plot(summary) -> bytes:
     axis.set_ylabel("recall (%)")
     axis.set_title("Held-out scenes: short vs long captions")
     axis.legend()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure)
 
 
 def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageContext) -> StageOutcome:
     from models.text_tower_clip import TextTowerSpec
+    from ops.image_transforms import ImageTransformConfig
     from pipelines.long_caption_arms import ArmSettings, run_arms
     from pipelines.train_vision_train import load_vision_tower
 
     started = time.perf_counter()
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     tiny = ctx.inputs["tiny_models"]
     train_triples, held_triples, rejected = _read_samples(ctx.inputs["download"].child_uri("shards"), config)
     if len(train_triples) < 2 or len(held_triples) < 2:
@@ -236,8 +233,6 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
             f"samples with a {config.dense_caption_field!r}; need at least 2 of each"
         )
     tower, mean, std = load_vision_tower(tiny.child_uri("vision"))
-    from ops.image_transforms import ImageTransformConfig
-
     transform = ImageTransformConfig(size_px=int(tower.config.image_size), mean=mean, std=std)
     encoders, tokenizer = _load_encoders(
         ctx.inputs["finetune_text"].child_uri("encoder"), tiny.child_uri("llm")

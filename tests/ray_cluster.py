@@ -1,5 +1,5 @@
-"""A real Ray cluster on loopback for the tests: `ray start --head` (and, for scale-out, worker nodes),
-stopped by killing exactly the processes it started, so a developer's own Ray on the machine survives."""
+"""A real Ray cluster on loopback for the tests: `ray start --head`, stopped by killing exactly the
+processes it started, so a developer's own Ray on the machine survives."""
 
 from __future__ import annotations
 
@@ -108,27 +108,6 @@ class LocalRayCluster:
         )
         self._wait_for(f"{self.dashboard_url}/api/version", timeout_s, "head")
         return self
-
-    def add_worker_node(self, num_cpus: int, resources: str = "{}", timeout_s: float = 60.0) -> None:
-        """A second raylet joining the head (another 'machine' on the same host)."""
-        self._start_node(
-            [
-                f"--address={self.address}",
-                "--node-ip-address=127.0.0.1",
-                f"--num-cpus={num_cpus}",
-                f"--resources={resources}",
-                f"--dashboard-agent-listen-port={free_port()}",
-            ],
-            f"worker{len(self._nodes)}.log",
-        )
-        import ray
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if ray.is_initialized() and sum(n["Alive"] for n in ray.nodes()) >= len(self._nodes):
-                return
-            time.sleep(1.0)
-        raise RuntimeError(f"worker node did not join; see {self.temp_dir}")
 
     def _wait_for(self, url: str, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
