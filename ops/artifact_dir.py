@@ -8,11 +8,12 @@ on object stores, where there is no rename, a single-object put gives the same g
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import fsspec
@@ -106,6 +107,30 @@ class ArtifactDir:
             self.fs.rm(self.child_path(MANIFEST_NAME))
         if self.exists():
             self.fs.rm(self.path, recursive=True)
+
+    @contextlib.contextmanager
+    def exclusive(self, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Hold the directory's lock (a sibling `<dir>.lock` file, so clear() keeps it) while a stage
+        writes here: a second workflow on the same artifact root waits instead of writing beside it.
+        An flock: the kernel drops it when its holder dies, even by SIGKILL, so a killed run never leaves
+        a stale lock. Local (and NFS-with-locks) storage only: on object stores, which have no locks,
+        this holds nothing and concurrent runs of one stage are the caller's to avoid."""
+        if not self.is_local:
+            yield
+            return
+        lock_path = f"{self.path}.lock"
+        self.fs.makedirs(lock_path.rsplit("/", 1)[0], exist_ok=True)
+        with open(lock_path, "a+b") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    on_wait(lock_path)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # Shard completion -----------------------------------------------------------------------------
     def shard_done(self, shard_id: str) -> bool:

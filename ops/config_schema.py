@@ -10,6 +10,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 
@@ -21,6 +22,22 @@ def check(condition: bool, field: str, expected: str, got: Any) -> None:
     """Raise ConfigError('field: expected ..., got ...') unless condition holds."""
     if not condition:
         raise ConfigError(f"{field}: expected {expected}, got {got!r}")
+
+
+def check_model_reference(value: str, field: str) -> None:
+    """A model field holds "" (the upstream stage's model), a URI (checked where it is read), an existing
+    local folder or a Hugging Face id ("owner/name" or a legacy "name"). A path that looks local and is not
+    there fails now, before any stage runs, rather than as a hub lookup error hours later."""
+    if not value or "://" in value:
+        return
+    path = Path(value).expanduser()
+    looks_local = value.startswith(("/", ".", "~")) or value.count("/") > 1
+    check(
+        path.is_dir() or not looks_local,
+        field,
+        "an existing local model folder or a Hugging Face id (owner/name); no such folder",
+        value,
+    )
 
 
 def _type_name(tp: Any) -> str:

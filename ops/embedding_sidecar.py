@@ -14,8 +14,12 @@ from __future__ import annotations
 import io
 import tarfile
 
+import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ops.errors import BadInputError
 
 ARROW_FLOATS = {"float16": pa.float16(), "float32": pa.float32()}
 
@@ -75,3 +79,30 @@ def reference_tar(table: pa.Table, names: dict[str, str]) -> bytes:
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+class SidecarError(BadInputError):
+    """A sidecar that does not fit what reads it; the message names the file and the column."""
+
+
+def check_sidecar_schema(uri: str, dim: int) -> None:
+    """From the parquet footer alone: a `key` column and, for every embedding field, a `{field}_present`
+    column and vectors of `dim` floats."""
+    try:
+        with fsspec.open(uri, "rb") as handle:
+            schema = pq.read_schema(handle)
+    except (OSError, pa.ArrowException) as err:
+        raise SidecarError(f"{uri}: not a readable parquet sidecar ({type(err).__name__}: {err})") from None
+    if "key" not in schema.names:
+        raise SidecarError(f"{uri}: no 'key' column; its columns are: {', '.join(schema.names)}")
+    fields = [f for f in schema if pa.types.is_fixed_size_list(f.type)]
+    if not fields:
+        raise SidecarError(f"{uri}: no embedding column (fixed-size float lists); rerun embed")
+    for field in fields:
+        if field.type.list_size != dim:
+            raise SidecarError(
+                f"{uri}: column {field.name!r} holds {field.type.list_size}-dim vectors, expected {dim} "
+                "(the embed stage's recorded dim); the sidecar belongs to another encoder"
+            )
+        if f"{field.name}_present" not in schema.names:
+            raise SidecarError(f"{uri}: column {field.name!r} has no {field.name}_present column")

@@ -7,6 +7,7 @@ names the file and the column.
 from __future__ import annotations
 
 import io
+from urllib.parse import urlsplit
 
 import fsspec
 import pyarrow as pa
@@ -99,3 +100,35 @@ def read_url_table(
     if table.num_rows == 0:
         raise UrlTableError(f"{uri}: the url table has no rows")
     return table
+
+
+def screen_urls(table: pa.Table, url_col: str) -> tuple[pa.Table, pa.Table]:
+    """(rows to download, rows rejected before download). A url that is empty or not http(s) with a host
+    is `bad_url` (file:// and the like would read the machine's own files); a url seen in an earlier row
+    is `duplicate_url` (the first row keeps it). Rejected rows keep their columns plus `row` (0-based
+    position in the table), `reason` and `error_message`."""
+    seen: set[str] = set()
+    keep, reasons, messages, rows = [], [], [], []
+    for row, url in enumerate(table.column(url_col).to_pylist()):
+        text = (url or "").strip()
+        try:
+            parts = urlsplit(text)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:  # e.g. an invalid IPv6 literal
+            valid = False
+        if not valid:
+            reason, message = "bad_url", f"row {row}: {text[:200]!r} is not an http(s) url"
+        elif text in seen:
+            reason, message = "duplicate_url", f"row {row}: the url of an earlier row"
+        else:
+            seen.add(text)
+            keep.append(row)
+            continue
+        reasons.append(reason)
+        messages.append(message)
+        rows.append(row)
+    rejected = table.take(pa.array(rows, pa.int64()))
+    rejected = rejected.append_column("row", pa.array(rows, pa.int64()))
+    rejected = rejected.append_column("reason", pa.array(reasons, pa.string()))
+    rejected = rejected.append_column("error_message", pa.array(messages, pa.string()))
+    return table.take(pa.array(keep, pa.int64())), rejected

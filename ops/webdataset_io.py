@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import tarfile
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
 import fsspec
+
+from ops.errors import BadInputError
 
 
 def shard_id_of(path: str) -> str:
@@ -24,28 +27,61 @@ def list_shards(shards_uri: str) -> list[str]:
     return sorted(p for p in fs.ls(path, detail=False) if p.endswith(".tar"))
 
 
-def iter_samples(fs: fsspec.AbstractFileSystem, tar_path: str) -> Iterator[dict[str, Any]]:
-    """One dict per key: {'key': ..., '<ext>': bytes, ...}; json members are parsed."""
-    with fs.open(tar_path, "rb") as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
-        current: dict[str, Any] | None = None
-        for member in tar:
-            if not member.isfile():
-                continue
-            key, _, ext = member.name.rsplit("/", 1)[-1].partition(".")
-            data = tar.extractfile(member).read()
-            if current is not None and current["key"] != key:
-                yield current
-                current = None
-            if current is None:
-                current = {"key": key}
-            current[ext] = json.loads(data) if ext == "json" else data
-        if current is not None:
-            yield current
+class ShardReadError(BadInputError):
+    """A tar shard cannot be read to its end; the message names the shard and how far it got."""
+
+
+def iter_samples(
+    fs: fsspec.AbstractFileSystem, tar_path: str, duplicates: list[str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """One dict per key: {'key': ..., '<ext>': bytes, ...}; json members are parsed.
+
+    A key seen before in this shard (a repeated sample, or a member repeated within one) is not yielded
+    again: the first occurrence wins and the repeat's key is appended to `duplicates`, so stages that
+    count rejections can count it. A truncated or corrupt tar raises ShardReadError naming the shard."""
+    seen: set[str] = set()
+    current: dict[str, Any] | None = None
+
+    def finish(sample: dict[str, Any]) -> dict[str, Any] | None:
+        if sample["key"] in seen:
+            if duplicates is not None:
+                duplicates.append(sample["key"])
+            return None
+        seen.add(sample["key"])
+        return sample
+
+    try:
+        with fs.open(tar_path, "rb") as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, _, ext = member.name.rsplit("/", 1)[-1].partition(".")
+                data = tar.extractfile(member).read()
+                if current is not None and (current["key"] != key or ext in current):
+                    if (done := finish(current)) is not None:
+                        yield done
+                    current = None
+                if current is None:
+                    current = {"key": key}
+                try:
+                    current[ext] = json.loads(data) if ext == "json" else data
+                except ValueError as err:
+                    message = f"{tar_path}: member {member.name}: not valid JSON ({err})"
+                    raise ShardReadError(message) from None
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+        raise ShardReadError(
+            f"{tar_path}: truncated or corrupt tar after {len(seen)} samples ({type(err).__name__}: {err}); "
+            "re-create this shard (rerun its producing stage with --force) or remove it"
+        ) from None
+    if current is not None and (done := finish(current)) is not None:
+        yield done
 
 
 def count_samples(fs: fsspec.AbstractFileSystem, tar_path: str, image_ext: str = "jpg") -> int:
-    """Keys that have an image member, read from the tar headers."""
-    with fs.open(tar_path, "rb") as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
-        return len(
-            {m.name.rsplit("/", 1)[-1].partition(".")[0] for m in tar if m.name.endswith("." + image_ext)}
-        )
+    """Image members, read from the tar headers: every sample with an image, repeats of a key included
+    (a stage rejects those as duplicate_key, so they count as input)."""
+    try:
+        with fs.open(tar_path, "rb") as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
+            return sum(1 for m in tar if m.name.endswith("." + image_ext))
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+        raise ShardReadError(f"{tar_path}: truncated or corrupt tar ({type(err).__name__}: {err})") from None

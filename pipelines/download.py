@@ -6,7 +6,9 @@ Output layout:
   shards/{shard:05d}.parquet      img2dataset's per-row status of the shard
   shards/{shard:05d}_stats.json   img2dataset's shard stats; written last, so it is the shard's completion
                                   marker (img2dataset's incremental mode skips shards that have one)
-  rejected.parquet                every row that did not become a sample, with its reason
+  rejected.parquet                every row that did not become a sample, with its reason: bad_url and
+                                  duplicate_url (screened out before download), img2dataset's
+                                  failed_to_download / failed_to_resize, opted_out
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ops.artifact_dir import ArtifactDir
 from ops.config_schema import check
 from ops.loopback_http import LoopbackFileServer
 from ops.manifest import StageCounts
-from ops.url_table import read_url_table
+from ops.url_table import read_url_table, screen_urls
 from pipelines.base import StageContext, StageOutcome, StageSpec
 
 SHARDS_DIR = "shards"
@@ -250,6 +252,8 @@ def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
             table = _scenes_url_table(ctx.inputs["scenes"], server, config)
             url_col, caption_col, extra = "url", "caption", list(SCENE_COLUMNS)
             print(f"[download] serving {table.num_rows} scene images at {server.base_url}", flush=True)
+        num_rows = table.num_rows
+        table, screened_out = screen_urls(table, url_col)
         # Rewritten on every run (the loopback port changes); rows and their order never do, so shard
         # n holds the same rows on a resumed run as on the first.
         artifact.write_parquet_atomic(INPUT_TABLE, table)
@@ -283,27 +287,34 @@ def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
             enable_wandb=False,
         )
     elapsed = time.perf_counter() - started
-    return summarize_download(artifact, table.num_rows, num_shards, done_before, elapsed, ctx)
+    return summarize_download(artifact, num_rows, screened_out, num_shards, done_before, elapsed, ctx)
 
 
 def summarize_download(
     artifact: ArtifactDir,
     num_rows: int,
+    screened_out: pa.Table,
     num_shards: int,
     done_before: set[int],
     elapsed_s: float,
     ctx: StageContext,
 ) -> StageOutcome:
-    """Reconcile img2dataset's shard stats with the input table, write the rejected sink, log metrics."""
+    """Reconcile img2dataset's shard stats with the input table (num_rows rows, of which screened_out
+    never reached img2dataset), write the rejected sink, log metrics."""
     stats = _shard_stats(artifact)
     missing = sorted(set(range(num_shards)) - set(stats))
     if missing:
         raise RuntimeError(f"download: shards {missing[:10]} have no stats file; rerun to finish them")
     count = sum(s["count"] for s in stats.values())
     successes = sum(s["successes"] for s in stats.values())
-    if count != num_rows:
-        raise RuntimeError(f"download: shards account for {count} rows, the url table has {num_rows}")
+    if count + screened_out.num_rows != num_rows:
+        raise RuntimeError(
+            f"download: shards account for {count} rows and {screened_out.num_rows} were screened out, "
+            f"the url table has {num_rows}"
+        )
     rejected = _collect_rejected(artifact, sorted(stats))
+    if screened_out.num_rows:
+        rejected = pa.concat_tables([screened_out, rejected], promote_options="permissive")
     artifact.write_parquet_atomic("rejected.parquet", rejected)
     by_reason = {}
     for reason in rejected.column("reason").to_pylist():
@@ -325,7 +336,7 @@ def summarize_download(
     }
     ctx.log_metrics(metrics, None)
     counts = StageCounts(
-        num_in=num_rows, num_out=successes, num_rejected=count - successes, rejected_by_reason=by_reason
+        num_in=num_rows, num_out=successes, num_rejected=num_rows - successes, rejected_by_reason=by_reason
     )
     shards = [
         {
@@ -344,7 +355,7 @@ def summarize_download(
 
 STAGE = StageSpec(
     name="download",
-    code_version="1",
+    code_version="2",  # 2: urls screened (bad_url, duplicate_url) before img2dataset
     config_cls=DownloadConfig,
     inputs=("scenes",),
     run=run_download,

@@ -7,7 +7,8 @@ writes the shard's sidecar itself: no embedding passes through the driver.
 Output layout:
   sidecars/{shard}.parquet   key (tar order, 1:1 with the image shard), {field} vectors, {field}_truncated
   rejected/{shard}.parquet   key, reason (missing_<field>[_and_<field>]), detail: samples lacking a
-                             caption field (their sidecar row is kept: zeros, {field}_present false)
+                             caption field (their sidecar row is kept: zeros, {field}_present false),
+                             and duplicate_key: a key repeated in the shard (no sidecar row)
   reference/{shard}_text_embeddings.tar   with export_reference_layout: the reference LLM2CLIP layout
   _shards/{shard}.json       completion marker with the shard's counts
 """
@@ -24,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ops.artifact_dir import ArtifactDir
-from ops.config_schema import check
+from ops.config_schema import check, check_model_reference
 from ops.embedding_sidecar import reference_tar, sidecar_table
 from ops.length_buckets import length_sorted_batches, padded_token_count
 from ops.manifest import StageCounts
@@ -57,6 +58,7 @@ class EmbedConfig:
     trust_remote_code: bool = False
 
     def __post_init__(self):
+        check_model_reference(self.encoder, "encoder")
         check(len(self.caption_fields) > 0, "caption_fields", "at least one field", self.caption_fields)
         check(
             len(set(self.caption_fields)) == len(self.caption_fields),
@@ -94,12 +96,13 @@ def embed_inputs(config: EmbedConfig) -> tuple[str, ...]:
 
 
 def shard_captions(
-    fs, tar_path: str, config: EmbedConfig, recaptions: dict[str, str] | None
+    fs, tar_path: str, config: EmbedConfig, recaptions: dict[str, str] | None, duplicates: list[str]
 ) -> tuple[list[str], dict[str, list[str | None]]]:
-    """(keys in tar order, {field: caption or None}) of the samples that have an image."""
+    """(keys in tar order, {field: caption or None}) of the samples that have an image; repeated keys
+    are appended to `duplicates` instead."""
     keys: list[str] = []
     fields: dict[str, list[str | None]] = {f: [] for f in config.caption_fields}
-    for sample in iter_samples(fs, tar_path):
+    for sample in iter_samples(fs, tar_path, duplicates):
         if "jpg" not in sample:
             continue
         keys.append(sample["key"])
@@ -153,7 +156,8 @@ class ShardEmbedder:
         started = time.perf_counter()
         shard = shard_id_of(tar_path)
         fs, _ = fsspec.core.url_to_fs(self.shards_uri)
-        keys, fields = shard_captions(fs, tar_path, self.config, self._recaptions(shard))
+        duplicates: list[str] = []
+        keys, fields = shard_captions(fs, tar_path, self.config, self._recaptions(shard), duplicates)
         embedded, truncated, stats = self.embed_fields(fields)
         table = sidecar_table(keys, embedded, truncated, self.encoder_dim, self.config.dtype)
         self.artifact.write_parquet_atomic(f"sidecars/{shard}.parquet", table)
@@ -163,6 +167,11 @@ class ShardEmbedder:
             if absent:
                 reason = "missing_" + "_and_".join(absent)
                 rejected.append({"key": key, "reason": reason, "detail": f"no {', '.join(absent)} caption"})
+        # A repeated key gets no sidecar row (rows are 1:1 with the shard's keys); it is counted here.
+        rejected += [
+            {"key": key, "reason": "duplicate_key", "detail": f"repeated in {tar_path}; the first is kept"}
+            for key in duplicates
+        ]
         self.artifact.write_parquet_atomic(
             f"rejected/{shard}.parquet", pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA)
         )
@@ -175,8 +184,8 @@ class ShardEmbedder:
         for row in rejected:
             by_reason[row["reason"]] += 1
         marker = {
-            "num_in": len(keys),
-            "num_out": len(keys) - len(rejected),
+            "num_in": len(keys) + len(duplicates),
+            "num_out": len(keys) + len(duplicates) - len(rejected),
             "num_rejected": len(rejected),
             "rejected_by_reason": dict(by_reason),
             "dim": self.encoder_dim,

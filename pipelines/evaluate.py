@@ -15,7 +15,7 @@ import dataclasses
 import time
 from typing import Literal
 
-from ops.config_schema import check
+from ops.config_schema import check, check_model_reference
 from ops.manifest import StageCounts
 from pipelines.base import StageContext, StageOutcome, StageSpec
 
@@ -83,6 +83,8 @@ class EvaluateConfig:
         names = [b.name for b in self.benchmarks] + [z.name for z in self.zero_shot]
         check(len(set(names)) == len(names), "benchmarks", "distinct names", names)
         check(self.batch_size > 0, "batch_size", "a positive count", self.batch_size)
+        check_model_reference(self.model, "model")
+        check_model_reference(self.encoder, "encoder")
 
 
 def evaluate_inputs(config: EvaluateConfig) -> tuple[str, ...]:

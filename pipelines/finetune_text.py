@@ -15,7 +15,7 @@ import time
 
 from models.text_encoder import TextEncoderConfig
 from models.text_encoder_io import LoraSpec
-from ops.config_schema import check
+from ops.config_schema import check, check_model_reference
 from ops.manifest import StageCounts
 from pipelines.base import StageContext, StageOutcome, StageSpec
 from pipelines.finetune_text_pairs import collect_pairs, training_pairs
@@ -61,6 +61,7 @@ class FinetuneTextConfig:
     mntp_mask_token: str = "_"  # used when the tokenizer has no mask token (LLM2Vec's choice for Llama)
 
     def __post_init__(self):
+        check_model_reference(self.base_model, "base_model")
         check(
             self.dense_caption_source in ("column", "recaption"),
             "dense_caption_source",

@@ -2,8 +2,9 @@
 
 Output layout:
   captions/{shard}.parquet   key, caption (dense), original_caption, model, prompt_id, token counts, time
-  rejected/{shard}.parquet   key, reason (undecodable_image, engine_error, empty_caption, too_short,
-                             repetition_loop), detail, generated_text
+  rejected/{shard}.parquet   key, reason (undecodable_image, empty_image, too_many_pixels, duplicate_key,
+                             engine_error, empty_caption, too_short, repetition_loop), detail,
+                             generated_text
   _shards/{shard}.json       completion marker with the shard's counts
   samples.html               thumbnails with their captions (also logged to MLflow)
 """
@@ -11,7 +12,6 @@ Output layout:
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import time
 import zlib
@@ -27,7 +27,8 @@ from PIL import Image
 from models.captioner_prompts import PROMPTS, render_prompt
 from ops.artifact_dir import ArtifactDir
 from ops.caption_quality import CaptionQualityConfig, rejection_reason
-from ops.config_schema import check
+from ops.config_schema import check, check_model_reference
+from ops.image_transforms import DEFAULT_MAX_IMAGE_PIXELS, ImageDecodeError, decode_rgb
 from ops.manifest import StageCounts
 from ops.webdataset_io import count_samples, iter_samples, list_shards, shard_id_of
 from pipelines.base import StageContext, StageOutcome, StageSpec
@@ -73,9 +74,12 @@ class RecaptionConfig:
     engine_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)  # passed to vLLM's engine as is
     quality: CaptionQualityConfig = dataclasses.field(default_factory=CaptionQualityConfig)
     num_sample_previews: int = 16  # thumbnails with captions in samples.html
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images are rejected (too_many_pixels)
 
     def __post_init__(self):
+        check_model_reference(self.model, "model")
         check(self.prompt_id in PROMPTS, "prompt_id", f"one of {sorted(PROMPTS)}", self.prompt_id)
+        check(self.max_image_pixels > 0, "max_image_pixels", "a positive pixel count", self.max_image_pixels)
         check(self.max_tokens > 0, "max_tokens", "a positive number of tokens", self.max_tokens)
         check(self.temperature >= 0, "temperature", "zero or more", self.temperature)
         check(0 < self.top_p <= 1, "top_p", "in (0, 1]", self.top_p)
@@ -128,15 +132,28 @@ class _ShardRows:
     def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         fs, _ = fsspec.core.url_to_fs(self.shards_uri)
         shard = shard_id_of(row["tar_path"])
-        return [
+        duplicates: list[str] = []
+        rows = [
             {
                 "shard": shard,
                 "key": sample["key"],
                 "jpg": sample.get("jpg", b""),
                 "original_caption": sample.get("txt", b"").decode("utf-8", "replace"),
+                "input_error": "",
             }
-            for sample in iter_samples(fs, row["tar_path"])
+            for sample in iter_samples(fs, row["tar_path"], duplicates)
             if "jpg" in sample or "json" in sample
+        ]
+        # A repeated key is rejected, not captioned twice: downstream joins are one row per key.
+        return rows + [
+            {
+                "shard": shard,
+                "key": key,
+                "jpg": b"",
+                "original_caption": "",
+                "input_error": f"duplicate_key: {key!r} appears more than once in {row['tar_path']}",
+            }
+            for key in duplicates
         ]
 
 
@@ -144,14 +161,12 @@ def _make_preprocess(prompt: str, config: RecaptionConfig):
     placeholder = Image.new("RGB", (PLACEHOLDER_SIDE_PX, PLACEHOLDER_SIDE_PX))
 
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:
-        decode_error = ""
-        try:
-            image = Image.open(io.BytesIO(row["jpg"]))
-            image.load()
-            image = image.convert("RGB")
-        except Exception as err:  # any decoder failure is this row's problem, never the shard's
-            decode_error = f"{type(err).__name__}: {err}"
-            image = placeholder
+        decode_error, image = row["input_error"], placeholder
+        if not decode_error:
+            try:
+                image = decode_rgb(row["jpg"], config.max_image_pixels)
+            except ImageDecodeError as err:  # this row's problem, never the shard's
+                decode_error = f"{err.reason}: {err}"
         sampling = {
             # An undecodable image still takes one engine step; one token keeps it cheap.
             "max_tokens": 1 if decode_error else config.max_tokens,
@@ -230,8 +245,9 @@ def build_caption_processor(config: RecaptionConfig, model: str, prompt: str):
 
 
 def _classify(row: dict[str, Any], config: RecaptionConfig) -> tuple[str | None, str]:
-    if row.get("decode_error"):
-        return "undecodable_image", row["decode_error"]
+    if row.get("decode_error"):  # "<reason>: <detail>" from the shard reader or the image decoder
+        reason, _, detail = row["decode_error"].partition(": ")
+        return reason, detail
     if row.get("__inference_error__"):
         return "engine_error", row["__inference_error__"]
     reason = rejection_reason(row.get("generated_text", ""), config.quality)

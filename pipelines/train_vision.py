@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from ops.config_schema import check
+from ops.config_schema import check, check_model_reference
+from ops.embedding_sidecar import check_sidecar_schema
 from ops.manifest import StageCounts
 from ops.webdataset_io import list_shards, shard_id_of
 from pipelines.base import StageContext, StageOutcome, StageSpec
@@ -53,6 +54,7 @@ class TrainVisionConfig:
     seed: int = 0
 
     def __post_init__(self):
+        check_model_reference(self.vision_model, "vision_model")
         for name in (
             "adapter_width",
             "adapter_depth",
@@ -96,6 +98,8 @@ def run_train_vision(config: TrainVisionConfig, ctx: StageContext) -> StageOutco
     if missing:
         raise FileNotFoundError(f"{embed.uri}/sidecars: no sidecar for shards {missing[:10]}; rerun embed")
     llm_dim = int(embed.read_manifest()["details"]["dim"])
+    for uri in sidecars.values():  # fail here, naming the file, not inside a training worker
+        check_sidecar_schema(uri, llm_dim)
     result = run_training(config, vision_model, llm_dim, tar_paths, sidecars, ctx)
     metrics = {**result, "stage_s": time.perf_counter() - started}
     ctx.log_metrics(metrics, None)

@@ -17,9 +17,17 @@ import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from PIL import Image
 
 from ops.embedding_sidecar import field_matrix
-from ops.image_transforms import ImageTransformConfig, decode_rgb, eval_transform, train_transform
+from ops.errors import BadInputError
+from ops.image_transforms import (
+    ImageDecodeError,
+    ImageTransformConfig,
+    decode_rgb,
+    eval_transform,
+    train_transform,
+)
 from ops.webdataset_io import iter_samples, shard_id_of
 
 
@@ -30,6 +38,7 @@ class JoinedSample:
     original: np.ndarray | None  # LLM embedding of the original caption (None: absent)
     dense: np.ndarray | None
     split: str | None
+    tar_path: str = ""  # the shard it came from, for error messages
 
 
 @dataclasses.dataclass
@@ -60,7 +69,12 @@ def joined_samples(tar_path: str, sidecar_uri: str) -> Iterator[JoinedSample]:
         }
         meta = sample.get("json") or {}
         yield JoinedSample(
-            sample["key"], sample["jpg"], vectors.get("original"), vectors.get("dense"), meta.get("split")
+            sample["key"],
+            sample["jpg"],
+            vectors.get("original"),
+            vectors.get("dense"),
+            meta.get("split"),
+            tar_path,
         )
         row += 1
     if row != len(keys):
@@ -133,6 +147,16 @@ def training_batches(
         position.epoch, position.batches_in_epoch = epoch + 1, 0
 
 
+def _decode(sample: JoinedSample) -> Image.Image:
+    try:
+        return decode_rgb(sample.jpg)
+    except ImageDecodeError as err:
+        raise BadInputError(
+            f"{sample.tar_path}: sample {sample.key!r}: {err.reason} ({err}); vision training needs "
+            "decodable images (the download stage re-encodes every image; recaption rejects bad ones)"
+        ) from None
+
+
 def _collate(
     chunk: list[JoinedSample], settings: LoaderSettings, seed: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,7 +165,7 @@ def _collate(
     rng = random.Random(seed)
     pixels, features = [], []
     for sample in chunk:
-        pixels.append(train_transform(decode_rgb(sample.jpg), settings.transform, rng))
+        pixels.append(train_transform(_decode(sample), settings.transform, rng))
         use_dense = rng.random() < settings.dense_ratio
         vector = sample.dense if use_dense else sample.original
         if vector is None:
@@ -174,7 +198,7 @@ def eval_arrays(
                 vector = getattr(sample, field)
                 if vector is None or len(found[field][0]) >= max_samples:
                     continue
-                pixels = pixels if pixels is not None else eval_transform(decode_rgb(sample.jpg), transform)
+                pixels = pixels if pixels is not None else eval_transform(_decode(sample), transform)
                 found[field][0].append(pixels)
                 found[field][1].append(torch.from_numpy(np.asarray(vector, dtype=np.float32)))
     return {field: (torch.stack(p), torch.stack(f)) for field, (p, f) in found.items() if p}

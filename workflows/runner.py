@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -39,15 +40,23 @@ def execute_plan(
             reports.append(StageReport(spec.name, "skipped", 0.0, {}, artifact.uri, planned.key))
             continue
         cache_hit = planned.action == CACHED
+        held = contextlib.ExitStack()
+        if not cache_hit:
+            # One writer per artifact directory: a concurrent invocation of the same stage waits here,
+            # then finds the manifest the first one wrote and reuses it (unless asked to rerun).
+            held.enter_context(
+                artifact.exclusive(on_wait=lambda lock, name=spec.name: _say_waiting(name, lock))
+            )
+            cache_hit = planned.action != RERUN and artifact.is_complete()
         tags = {
             "artifact_key": planned.key,
             "artifact_uri": artifact.uri,
             "code_version": spec.code_version,
             "input_keys": json.dumps(planned.input_keys, sort_keys=True),
             "cache_hit": str(cache_hit).lower(),
-            "action": planned.action,
+            "action": CACHED if cache_hit else planned.action,
         }
-        with tracker.stage_run(spec.name, planned.config, tags) as run_id:
+        with held, tracker.stage_run(spec.name, planned.config, tags) as run_id:
             if cache_hit:
                 manifest = artifact.read_manifest()
                 tracker.log_manifest(run_id, manifest)
@@ -104,6 +113,10 @@ def execute_plan(
                 )
             )
     return reports
+
+
+def _say_waiting(stage: str, lock_path: str) -> None:
+    print(f"[workflow] {stage}: another run holds {lock_path}; waiting for it to finish", flush=True)
 
 
 def format_summary(reports: list[StageReport]) -> str:
