@@ -68,6 +68,7 @@ def iter_samples(
                 except ValueError as err:
                     message = f"{tar_path}: member {member.name}: not valid JSON ({err})"
                     raise ShardReadError(message) from None
+            _check_end_of_archive(fs, tar_path, tar)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         raise ShardReadError(
             f"{tar_path}: truncated or corrupt tar after {len(seen)} samples ({type(err).__name__}: {err}); "
@@ -77,11 +78,22 @@ def iter_samples(
         yield done
 
 
+def _check_end_of_archive(fs: fsspec.AbstractFileSystem, tar_path: str, tar: tarfile.TarFile) -> None:
+    """A cut that lands between members reads as a clean end; a whole tar ends in two zero blocks."""
+    if (
+        getattr(tar.fileobj, "comptype", "tar") == "tar"
+        and fs.size(tar_path) < tar.offset + 2 * tarfile.BLOCKSIZE
+    ):
+        raise tarfile.ReadError("no end-of-archive blocks after the last member")
+
+
 def count_samples(fs: fsspec.AbstractFileSystem, tar_path: str, image_ext: str = "jpg") -> int:
     """Image members, read from the tar headers: every sample with an image, repeats of a key included
     (a stage rejects those as duplicate_key, so they count as input)."""
     try:
         with fs.open(tar_path, "rb") as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
-            return sum(1 for m in tar if m.name.endswith("." + image_ext))
+            count = sum(1 for m in tar if m.name.endswith("." + image_ext))
+            _check_end_of_archive(fs, tar_path, tar)
+            return count
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         raise ShardReadError(f"{tar_path}: truncated or corrupt tar ({type(err).__name__}: {err})") from None
