@@ -55,6 +55,8 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image
             image.load()
     except ImageDecodeError:
         raise
+    except Image.UnidentifiedImageError:
+        raise ImageDecodeError("undecodable_image", "not an image format PIL knows") from None
     except Exception as err:  # PIL raises many types for bad bytes; all mean "not an image we can use"
         raise ImageDecodeError("undecodable_image", f"{type(err).__name__}: {err}") from None
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):

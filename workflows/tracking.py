@@ -41,17 +41,22 @@ class WorkflowTracker:
         # that a later invocation in the same process picks its own default store.
         self._previous_env_uri = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri)
-        existing = self.client.get_experiment_by_name(experiment)
-        if existing is None:
-            # Keep run artifacts under the artifact root rather than in whatever directory we started in.
-            location = None
-            root = ArtifactDir(artifact_root)
-            if tracking_uri.startswith("sqlite:") and root.is_local:
-                location = (Path(root.path).resolve() / "mlflow-artifacts").as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        else:
-            self.experiment_id = existing.experiment_id
+        # Two invocations starting at once on one SQLite store would both run its schema migrations and
+        # both create the experiment; one at a time, the second finds both done.
+        sqlite_file = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else ""
+        with ArtifactDir(sqlite_file).exclusive() if sqlite_file else contextlib.nullcontext():
+            self.client = MlflowClient(tracking_uri)
+            self.client.search_experiments(max_results=1)  # creates and migrates the store
+            existing = self.client.get_experiment_by_name(experiment)
+            if existing is None:
+                # Keep run artifacts under the artifact root, not in whatever directory we started in.
+                location = None
+                root = ArtifactDir(artifact_root)
+                if tracking_uri.startswith("sqlite:") and root.is_local:
+                    location = (Path(root.path).resolve() / "mlflow-artifacts").as_uri()
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            else:
+                self.experiment_id = existing.experiment_id
         self.parent_run_id: str | None = None
 
     def __enter__(self) -> WorkflowTracker:

@@ -87,7 +87,8 @@ def truncated_shard(path: Path, keys: list[str], between_members: bool = False) 
     good_shard(path, keys)
     data = path.read_bytes()
     with tarfile.open(path) as tar:
-        cut = tar.getmembers()[-3].offset if between_members else len(data) * 2 // 3 + 100
+        member = tar.getmembers()[-3]  # the last sample's image
+        cut = member.offset if between_members else member.offset_data + member.size // 2
     path.write_bytes(data[:cut])
     return path
 
