@@ -65,8 +65,11 @@ def execute_plan(
                 )
                 print(f"[workflow] {spec.name}: cached ({artifact.uri})", flush=True)
                 continue
-            resumed = bool(spec.sharded and artifact.exists() and planned.action != RERUN)
-            if planned.action == RERUN or (artifact.exists() and not spec.sharded):
+            # --only/--from/--force replace a complete artifact; an incomplete one (a killed run with the
+            # same key, so the same config and inputs) is resumed like any other.
+            replacing = planned.action == RERUN and artifact.is_complete()
+            resumed = bool(spec.sharded and artifact.exists() and not replacing)
+            if replacing or (artifact.exists() and not spec.sharded):
                 artifact.clear()
             print(
                 f"[workflow] {spec.name}: {'resuming' if resumed else 'running'} -> {artifact.uri}",

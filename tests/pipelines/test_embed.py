@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -73,8 +74,31 @@ def _write_shard(path: Path, start: int, count: int, drop_dense: set[int]) -> No
                 tar.addfile(info, io.BytesIO(data))
 
 
+def _kill_an_embedder_actor_after(output: Path, markers: int, killed: list[int]) -> threading.Thread:
+    """SIGKILL the Ray Data actor that embeds (a Ray worker) once `markers` shards are complete."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and len(list(output.glob("_shards/*.json"))) < markers:
+            time.sleep(0.02)
+        while time.monotonic() < deadline and not killed:
+            for process in psutil.process_iter(["pid", "cmdline"]):
+                if "ShardEmbedder" in " ".join(process.info["cmdline"] or []):
+                    process.kill()
+                    killed.append(process.info["pid"])
+                    return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
 @pytest.mark.slow
-def test_cli_resumes_after_a_kill_without_gaps_or_duplicates(demo_root, tmp_path):
+@pytest.mark.reliability
+def test_cli_resumes_after_a_kill_without_gaps_or_duplicates(demo_root, tmp_path, record_property):
+    """The driver is SIGKILLed after a shard; the resumed run loses its embedding actor (a Ray worker)
+    after another shard, and Ray Data restarts it."""
     shards = tmp_path / "shards"
     shards.mkdir()
     for shard in range(6):
@@ -110,9 +134,13 @@ def test_cli_resumes_after_a_kill_without_gaps_or_duplicates(demo_root, tmp_path
     assert 1 <= len(done_before) < 6 and not (output / "manifest.json").exists()
     kept = {s: (output / "sidecars" / f"{s}.parquet").stat().st_mtime_ns for s in done_before}
 
+    killed: list[int] = []
+    killer = _kill_an_embedder_actor_after(output, len(done_before) + 1, killed)
     second = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    killer.join(timeout=10)
     assert second.returncode == 0, second.stderr[-4000:]
     assert f"resuming: {len(done_before)} of 6 shards already complete" in second.stdout
+    assert len(killed) == 1, "the resumed run finished before its actor could be killed"
     assert {s: (output / "sidecars" / f"{s}.parquet").stat().st_mtime_ns for s in done_before} == kept
     for tar in sorted(shards.glob("*.tar")):
         keys = [s["key"] for s in _tar_samples(tar)]
@@ -130,3 +158,8 @@ def test_cli_resumes_after_a_kill_without_gaps_or_duplicates(demo_root, tmp_path
     assert [r["key"] for r in rejected] == ["000005"]
     _, present = field_matrix(pq.read_table(output / "sidecars" / "00000.parquet"), "dense")
     assert not present[5] and present.sum() == 47
+    record_property(
+        "got",
+        f"driver killed after {len(done_before)} of 6 shards, an embedding actor killed in the rerun; "
+        "288 samples, each sidecar row once, in tar order",
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -49,7 +50,8 @@ def test_demo_finetuning_beats_the_base_llm_on_cra(demo_root):
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
 
 
-def test_killed_worker_recovers_from_its_checkpoint(demo_root, tmp_path, ray_session):
+@pytest.mark.reliability
+def test_killed_worker_recovers_from_its_checkpoint(demo_root, tmp_path, ray_session, record_property):
     """MNTP first, (short, long) pairs and hard negatives on; one worker is SIGKILLed mid-training."""
     inputs = {
         "download": ArtifactDir(str(_only_complete(demo_root, "download"))),
@@ -74,6 +76,11 @@ def test_killed_worker_recovers_from_its_checkpoint(demo_root, tmp_path, ray_ses
     killer.join()
     assert len(killed) == 1
     assert first.metrics["resumed_from_step"] >= 2  # the restarted workers loaded a checkpoint
+    record_property(
+        "got",
+        f"a Ray Train worker killed; FailureConfig restarted the group from step "
+        f"{int(first.metrics['resumed_from_step'])}",
+    )
     assert (tmp_path / "ft" / "mntp_model" / "_DONE").is_file()
     pairs = pq.read_table(tmp_path / "ft" / "pairs" / "train.parquet")
     assert set(pairs["kind"].to_pylist()) == {"original_dense", "short_long"}

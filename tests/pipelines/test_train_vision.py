@@ -1,11 +1,10 @@
 """train_vision on Ray Train (2 CPU workers) in the demo: the loss falls, rank 0 logs to MLflow, the
-export loads through from_pretrained, the vision tower alone loads as an HF model, a rerun with more steps
-resumes from the last checkpoint, and a SIGKILLed worker recovers from its checkpoint."""
+export loads through from_pretrained, the vision tower alone loads as an HF model. Killed drivers and
+workers: tests/reliability/test_kill_resume.py."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -13,11 +12,6 @@ from mlflow.tracking import MlflowClient
 from transformers import CLIPVisionModel
 
 from models.llm2clip import LLM2CLIPModel
-from ops.artifact_dir import ArtifactDir
-from ops.config_schema import build_config
-from pipelines.base import StageContext
-from pipelines.train_vision import TrainVisionConfig, run_train_vision
-from tests.ray_train_faults import kill_a_worker_when
 
 
 def _complete(root: Path, stage: str) -> Path:
@@ -54,23 +48,3 @@ def test_demo_vision_training_lowers_the_loss_and_exports(demo_root):
         assert torch.allclose(
             tower(pixel_values=pixels).pooler_output, model.vision_model(pixel_values=pixels).pooler_output
         )
-
-
-def test_rerun_resumes_and_a_killed_worker_recovers_from_its_checkpoint(demo_root, tmp_path, ray_session):
-    """Continue the demo's run (checkpoint at step 40) to step 70; SIGKILL a worker on the way: the new
-    worker group must resume from a checkpoint past 40, not from the start."""
-    source = _complete(demo_root, "train_vision")
-    shutil.copytree(source / "train", tmp_path / "tv" / "train")
-    inputs = {
-        stage: ArtifactDir(str(_complete(demo_root, stage))) for stage in ("download", "embed", "tiny_models")
-    }
-    recipe = json.loads((source / "manifest.json").read_text())["config"]
-    settings = {**recipe, "max_steps": 70, "eval_every_steps": 0, "checkpoint_every_steps": 2}
-    config = build_config(TrainVisionConfig, settings, "train_vision")
-    killed: list[int] = []
-    killer = kill_a_worker_when(tmp_path / "tv" / "train", lambda steps: any(s > 40 for s in steps), killed)
-    outcome = run_train_vision(config, StageContext(ArtifactDir(str(tmp_path / "tv")), inputs))
-    killer.join()
-    assert len(killed) == 1
-    assert outcome.metrics["resumed_from_step"] > 40
-    assert (tmp_path / "tv" / "export" / "model.safetensors").is_file()

@@ -1,0 +1,179 @@
+"""SIGKILL the workflow's driver in the middle of a stage, then run the same command again: the stage
+resumes (Ray Train from its last registered checkpoint) or reruns, and ends as an uninterrupted run does.
+The drivers join the suite's Ray cluster, as `ray job submit` drivers do; when one dies, Ray ends its job's
+workers. train_vision's resumed run also loses a Ray Train worker, which FailureConfig recovers.
+
+Killed drivers of the other stages: download (tests/pipelines/test_download.py), recaption
+(test_recaption.py) and embed (test_embed.py) through their commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import REPO_ROOT, SMALL_DEMO
+from tests.ray_train_faults import kill_a_worker_when, registered_checkpoint_steps
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+class Workflow:
+    """workflows/full.py on the demo recipe in a subprocess of its own, its output collected as it comes."""
+
+    def __init__(self, root: Path, ray_address: str, *arguments: str):
+        command = [sys.executable, str(REPO_ROOT / "workflows/full.py"), "--config", "configs/demo.yaml"]
+        command += ["--artifacts", str(root), *arguments]
+        for assignment in SMALL_DEMO:
+            command += ["--set", assignment]
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        env["RAY_ADDRESS"] = ray_address
+        self.process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def kill_when(self, ready, timeout_s: float = 300) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not ready(self):
+            assert self.process.poll() is None, f"finished before the kill:\n{self.output[-4000:]}"
+            assert time.monotonic() < deadline, f"not ready in time:\n{self.output[-4000:]}"
+            time.sleep(0.01)
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=60)
+
+    def finish(self, timeout_s: float = 500) -> str:
+        self.process.wait(timeout=timeout_s)
+        self._reader.join(timeout=10)
+        assert self.process.returncode == 0, self.output[-6000:]
+        return self.output
+
+
+def _complete(root: Path, stage: str) -> Path:
+    (folder,) = [d for d in (root / stage).iterdir() if (d / "manifest.json").exists()]
+    return folder
+
+
+def _wait_for_train_workers_to_go(timeout_s: float = 60) -> None:
+    """Ray ends a dead driver's workers within seconds; the next run must not race them."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        names = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
+        if not any("RayTrainWorker" in n or "TrainController" in n for n in names):
+            return
+        time.sleep(0.2)
+    raise AssertionError("Ray Train workers of the killed driver are still running")
+
+
+@pytest.fixture
+def demo_copy(demo_root, tmp_path) -> Path:
+    root = tmp_path / "root"
+    shutil.copytree(demo_root, root, ignore=shutil.ignore_patterns("mlflow.db", "mlflow-artifacts"))
+    return root
+
+
+def _registered_steps_of_new_run(root: Path, stage: str, demo_dir: Path) -> list[int]:
+    folders = [d for d in (root / stage).iterdir() if d.is_dir() and d.name != demo_dir.name]
+    return registered_checkpoint_steps(folders[0] / "train") if folders else []
+
+
+def _stage_dir_being_written(root: Path, stage: str, demo_dir: Path) -> Path:
+    folders = [d for d in (root / stage).iterdir() if d.is_dir() and d.name != demo_dir.name]
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def test_finetune_text_driver_killed_after_a_checkpoint_resumes_from_it(
+    demo_root, demo_copy, ray_cluster, got
+):
+    """A short run of its own (8 steps, a checkpoint every 4; so a key of its own), `--only finetune_text`:
+    killed after step 4, the same command resumes from it."""
+    settings = ("--only", "finetune_text", "--set", "finetune_text.max_steps=8")
+    settings += ("--set", "finetune_text.checkpoint_every_steps=4")
+    demo_dir = _complete(demo_root, "finetune_text")
+    first = Workflow(demo_copy, ray_cluster.address, *settings)
+    first.kill_when(lambda _: _registered_steps_of_new_run(demo_copy, "finetune_text", demo_dir))
+    stage_dir = _stage_dir_being_written(demo_copy, "finetune_text", demo_dir)
+    assert not (stage_dir / "manifest.json").exists()
+    steps_at_kill = registered_checkpoint_steps(stage_dir / "train")
+    _wait_for_train_workers_to_go()
+
+    output = Workflow(demo_copy, ray_cluster.address, *settings).finish()
+    assert "[workflow] finetune_text: resuming" in output and "executed: finetune_text\n" in output
+    manifest = json.loads((stage_dir / "manifest.json").read_text())
+    uninterrupted = json.loads((demo_dir / "manifest.json").read_text())
+    assert manifest["counts"] == uninterrupted["counts"]
+    assert manifest["metrics"]["resumed_from_step"] == max(steps_at_kill) == 4
+    assert max(registered_checkpoint_steps(stage_dir / "train")) == 8
+    assert (stage_dir / "encoder" / "encoder_config.json").is_file()
+    got(f"driver killed with checkpoints {steps_at_kill}; the same command resumed from step 4 to 8")
+
+
+def test_train_vision_driver_killed_then_a_worker_killed_resumes_twice(
+    demo_root, demo_copy, ray_cluster, got
+):
+    """`--only train_vision` with a checkpoint every 10 steps (a key of its own): the driver dies after
+    step 10; the rerun loses a worker after step 20 and Ray Train restarts the group from it."""
+    settings = ("--only", "train_vision", "--set", "train_vision.checkpoint_every_steps=10")
+    demo_dir = _complete(demo_root, "train_vision")
+    first = Workflow(demo_copy, ray_cluster.address, *settings)
+    first.kill_when(lambda _: _registered_steps_of_new_run(demo_copy, "train_vision", demo_dir))
+    stage_dir = _stage_dir_being_written(demo_copy, "train_vision", demo_dir)
+    assert not (stage_dir / "manifest.json").exists()
+    _wait_for_train_workers_to_go()
+
+    killed: list[int] = []
+    killer = kill_a_worker_when(stage_dir / "train", lambda steps: any(s >= 20 for s in steps), killed)
+    output = Workflow(demo_copy, ray_cluster.address, *settings).finish()
+    killer.join(timeout=30)
+    assert len(killed) == 1
+    assert "[workflow] train_vision: resuming" in output and "executed: train_vision\n" in output
+    manifest = json.loads((stage_dir / "manifest.json").read_text())
+    uninterrupted = json.loads((demo_dir / "manifest.json").read_text())
+    assert manifest["counts"] == uninterrupted["counts"]
+    assert manifest["metrics"]["resumed_from_step"] >= 20
+    assert max(registered_checkpoint_steps(stage_dir / "train")) == 40
+    assert (stage_dir / "export" / "model.safetensors").is_file()
+    resumed = int(manifest["metrics"]["resumed_from_step"])
+    got(f"driver killed after step 10, a Ray Train worker after step 20; resumed from step {resumed} to 40")
+
+
+def test_evaluate_driver_killed_mid_stage_reruns_to_the_same_numbers(demo_root, demo_copy, ray_cluster, got):
+    demo_dir = _complete(demo_root, "evaluate")
+    shutil.rmtree(demo_copy / "evaluate" / demo_dir.name)
+    first = Workflow(demo_copy, ray_cluster.address)
+    first.kill_when(lambda w: "[workflow] evaluate: running" in w.output)
+    assert not (demo_copy / "evaluate" / demo_dir.name / "manifest.json").exists()
+
+    output = Workflow(demo_copy, ray_cluster.address).finish()
+    assert "executed: evaluate\n" in output
+    again = _complete(demo_copy, "evaluate")
+    assert json.loads((again / "metrics.json").read_text()) == json.loads(
+        (demo_dir / "metrics.json").read_text()
+    )
+    got("killed mid-stage (no manifest); the rerun (not sharded: cleared, run again) gave identical metrics")
