@@ -227,7 +227,15 @@ def rejection_reason(status: str, error_message: str | None) -> str:
 def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
     # albumentations (an img2dataset dependency) checks for updates over the network on import.
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    from img2dataset import download  # imported here: it pulls in heavy dependencies
+    # Imported here: img2dataset pulls in heavy dependencies.
+    import sys
+
+    from img2dataset import download
+
+    # The module, not `img2dataset.main`: the package rebinds that name to its CLI function.
+    img2dataset_main = sys.modules["img2dataset.main"]
+
+    from pipelines.download_distributor import resilient_multiprocessing_distributor
 
     started = time.perf_counter()
     artifact = ctx.artifact
@@ -262,6 +270,9 @@ def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
             print(
                 f"[download] resuming: {len(done_before)} of {num_shards} shards already complete", flush=True
             )
+        if config.distributor == "multiprocessing":
+            # img2dataset's own hangs for good when a worker process dies; this one retries the shard.
+            img2dataset_main.multiprocessing_distributor = resilient_multiprocessing_distributor
         download(
             url_list=artifact.child_uri(INPUT_TABLE),
             input_format="parquet",

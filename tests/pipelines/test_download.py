@@ -289,3 +289,40 @@ def test_ray_distributor_survives_a_killed_worker(tmp_path, ray_session, record_
         "got",
         f"a Ray worker killed mid-shard; Ray retried the task: 12 of 12 once ({refetched} urls refetched)",
     )
+
+
+@pytest.mark.reliability
+def test_multiprocessing_distributor_survives_a_killed_worker_process(tmp_path, record_property):
+    """img2dataset's own Pool waits forever for the shard of a dead worker; the stage's distributor
+    retries that shard in a fresh pool."""
+    corpus_dir = tmp_path / "corpus"
+    paths = _write_corpus(corpus_dir, 12)[:12]
+    killed: list[int] = []
+
+    def kill_a_pool_worker() -> None:
+        me = psutil.Process()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            # The spawned children: img2dataset's logger process first, then the pool's workers.
+            workers = [c for c in me.children() if "spawn_main" in " ".join(c.cmdline())][1:]
+            if len(workers) == 2:
+                time.sleep(1.0)  # mid-shard: a few of its slow responses are in
+                workers[-1].kill()
+                killed.append(workers[-1].pid)
+                return
+            time.sleep(0.02)
+
+    with LoopbackFileServer(str(corpus_dir), delay_s=0.2) as server:
+        url_list = _url_table(server, paths, tmp_path / "urls.parquet")
+        killer = threading.Thread(target=kill_a_pool_worker, daemon=True)
+        killer.start()
+        config = _config(url_list, samples_per_shard=4, processes_count=2, thread_count=1)
+        outcome = run_download(config, StageContext(ArtifactDir(str(tmp_path / "dl")), {}))
+        killer.join(timeout=10)
+    assert len(killed) == 1
+    assert (outcome.counts.num_in, outcome.counts.num_out, outcome.counts.num_rejected) == (12, 12, 0)
+    urls = sorted(json.loads(s["json"])["url"] for s in _samples(tmp_path / "dl" / "shards").values())
+    assert urls == sorted(server.url_for(p) for p in paths)
+    record_property(
+        "got", "a download worker process killed mid-shard; its shard retried in a new pool: 12 of 12 once"
+    )
