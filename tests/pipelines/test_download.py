@@ -193,8 +193,9 @@ def _recipe(path: Path, url_list: Path) -> Path:
     return path
 
 
-def _workflow(recipe: Path, root: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+def _workflow(recipe: Path, root: Path, ray_address: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["RAY_ADDRESS"] = ray_address  # the driver joins the suite's cluster, as a submitted job would
     return subprocess.Popen(
         [
             sys.executable,
@@ -214,13 +215,13 @@ def _workflow(recipe: Path, root: Path) -> subprocess.Popen:
 
 @pytest.mark.slow
 @pytest.mark.reliability
-def test_killed_download_resumes_without_duplicates_or_gaps(tmp_path, record_property):
+def test_killed_download_resumes_without_duplicates_or_gaps(tmp_path, ray_cluster, record_property):
     corpus_dir = tmp_path / "corpus"
     paths = _write_corpus(corpus_dir, 24)[:24]
     with LoopbackFileServer(str(corpus_dir), delay_s=0.15) as server:
         recipe = _recipe(tmp_path / "recipe.yaml", _url_table(server, paths, tmp_path / "urls.parquet"))
         root = tmp_path / "artifacts"
-        first = _workflow(recipe, root)
+        first = _workflow(recipe, root, ray_cluster.address)
         deadline = time.monotonic() + 240
         while not list(root.glob("download/*/shards/*_stats.json")):
             assert first.poll() is None, first.communicate()[0][-3000:]
@@ -233,7 +234,7 @@ def test_killed_download_resumes_without_duplicates_or_gaps(tmp_path, record_pro
         assert not (stage_dir / "manifest.json").exists()
         assert len(done_before) < 6
 
-        second = _workflow(recipe, root)
+        second = _workflow(recipe, root, ray_cluster.address)
         output = second.communicate(timeout=300)[0]
         assert second.returncode == 0, output[-3000:]
         assert f"resuming: {len(done_before)} of 6 shards already complete" in output

@@ -96,7 +96,9 @@ def _kill_an_embedder_actor_after(output: Path, markers: int, killed: list[int])
 
 @pytest.mark.slow
 @pytest.mark.reliability
-def test_cli_resumes_after_a_kill_without_gaps_or_duplicates(demo_root, tmp_path, record_property):
+def test_cli_resumes_after_a_kill_without_gaps_or_duplicates(
+    demo_root, tmp_path, ray_cluster, record_property
+):
     """The driver is SIGKILLed after a shard; the resumed run loses its embedding actor (a Ray worker)
     after another shard, and Ray Data restarts it."""
     shards = tmp_path / "shards"
@@ -111,7 +113,8 @@ def test_cli_resumes_after_a_kill_without_gaps_or_duplicates(demo_root, tmp_path
         *("--shards", str(shards), "--encoder", str(encoder), "--output", str(output)),
         *("--set", "batch_size=1", "--set", "export_reference_layout=true", "--num-cpus", "2"),
     ]
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["RAY_ADDRESS"] = ray_cluster.address  # joins the suite's cluster, as a submitted job would
     first = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True
     )
@@ -120,7 +123,7 @@ def test_cli_resumes_after_a_kill_without_gaps_or_duplicates(demo_root, tmp_path
         assert first.poll() is None, first.stderr.read()[-4000:]
         assert time.monotonic() < deadline, "no shard finished in time"
         time.sleep(0.02)
-    os.killpg(first.pid, signal.SIGKILL)  # the driver, its local Ray and the encoder actor
+    os.killpg(first.pid, signal.SIGKILL)  # the driver; Ray then ends its job's encoder actor
     first.wait(timeout=60)
     # An actor that Ray started in its own process group outlives the driver by a moment and may finish
     # the shard in hand; let it die before taking stock.

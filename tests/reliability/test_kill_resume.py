@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 import psutil
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import REPO_ROOT, SMALL_DEMO
@@ -108,13 +110,26 @@ def _stage_dir_being_written(root: Path, stage: str, demo_dir: Path) -> Path:
     return folders[0]
 
 
-def test_finetune_text_driver_killed_after_a_checkpoint_resumes_from_it(
+FINETUNE_SETTINGS = (
+    "finetune_text.max_steps=12",
+    "finetune_text.checkpoint_every_steps=4",
+    "finetune_text.batch_size_per_worker=8",
+    "finetune_text.mntp_steps=4",  # MNTP first: its own checkpointed phase, skipped on resume
+    "finetune_text.hard_negatives=true",
+    "finetune_text.short_dense_source=first_sentences",
+    "finetune_text.short_dense_sentences=2",  # the scenes' first sentence alone is shared by many images
+)
+
+
+def test_finetune_text_driver_killed_then_a_worker_killed_resumes_twice(
     demo_root, demo_copy, ray_cluster, got
 ):
-    """A short run of its own (8 steps, a checkpoint every 4; so a key of its own), `--only finetune_text`:
-    killed after step 4, the same command resumes from it."""
-    settings = ("--only", "finetune_text", "--set", "finetune_text.max_steps=8")
-    settings += ("--set", "finetune_text.checkpoint_every_steps=4")
+    """`--only finetune_text` with MNTP, (short, long) pairs and hard negatives on, 12 steps with a
+    checkpoint every 4 (a key of its own): the driver dies after step 4; the rerun skips the finished
+    MNTP phase, resumes from step 4, loses a worker after step 8 and Ray Train restarts the group from it."""
+    settings = ["--only", "finetune_text"]
+    for assignment in FINETUNE_SETTINGS:
+        settings += ["--set", assignment]
     demo_dir = _complete(demo_root, "finetune_text")
     first = Workflow(demo_copy, ray_cluster.address, *settings)
     first.kill_when(lambda _: _registered_steps_of_new_run(demo_copy, "finetune_text", demo_dir))
@@ -123,15 +138,28 @@ def test_finetune_text_driver_killed_after_a_checkpoint_resumes_from_it(
     steps_at_kill = registered_checkpoint_steps(stage_dir / "train")
     _wait_for_train_workers_to_go()
 
+    killed: list[int] = []
+    killer = kill_a_worker_when(stage_dir / "train", lambda steps: any(s >= 8 for s in steps), killed)
     output = Workflow(demo_copy, ray_cluster.address, *settings).finish()
+    killer.join(timeout=30)
+    assert len(killed) == 1
     assert "[workflow] finetune_text: resuming" in output and "executed: finetune_text\n" in output
     manifest = json.loads((stage_dir / "manifest.json").read_text())
     uninterrupted = json.loads((demo_dir / "manifest.json").read_text())
     assert manifest["counts"] == uninterrupted["counts"]
-    assert manifest["metrics"]["resumed_from_step"] == max(steps_at_kill) == 4
-    assert max(registered_checkpoint_steps(stage_dir / "train")) == 8
+    assert steps_at_kill and max(steps_at_kill) < 12
+    assert manifest["metrics"]["resumed_from_step"] >= 8
+    assert max(registered_checkpoint_steps(stage_dir / "train")) == 12
+    assert (stage_dir / "mntp_model" / "_DONE").is_file()
+    pairs = pq.read_table(stage_dir / "pairs" / "train.parquet")
+    assert set(pairs["kind"].to_pylist()) == {"original_dense", "short_long"}
+    assert pairs.filter(pc.equal(pairs["kind"], "original_dense")).num_rows == 48
+    assert "hard_negative_2" in pairs.column_names
     assert (stage_dir / "encoder" / "encoder_config.json").is_file()
-    got(f"driver killed with checkpoints {steps_at_kill}; the same command resumed from step 4 to 8")
+    resumed = int(manifest["metrics"]["resumed_from_step"])
+    got(
+        f"driver killed with checkpoints {steps_at_kill}, a worker after step 8; resumed from {resumed} to 12"
+    )
 
 
 def test_train_vision_driver_killed_then_a_worker_killed_resumes_twice(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -89,12 +92,42 @@ def _caption_and_rejected_keys(recaption: Path) -> tuple[list[str], list[str]]:
 
 
 @pytest.mark.slow
-def test_force_recaption_reruns_it_and_leaves_downstream_cached(demo_root, tmp_path, capsys):
+def _kill_the_vllm_engine_after_a_shard(stage_dir: Path, killed: list[int]) -> threading.Thread:
+    """SIGKILL the Ray worker that holds the vLLM engine (a Ray Data actor) once one shard is written."""
+
+    started = time.time()
+
+    def written_since_start() -> list[Path]:  # the forced rerun first clears the old markers
+        return [p for p in stage_dir.glob("_shards/*.json") if p.exists() and p.stat().st_mtime > started]
+
+    def watch() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not written_since_start():
+            time.sleep(0.02)
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            if "vLLMEngineStageUDF" in " ".join(process.info["cmdline"] or []):
+                process.kill()
+                killed.append(process.info["pid"])
+                return
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.reliability
+def test_force_recaption_reruns_it_and_leaves_downstream_cached(demo_root, tmp_path, capsys, record_property):
+    """Also the recaption stage losing its Ray worker: the vLLM engine's actor is SIGKILLed after the
+    first shard; Ray Data restarts it and retries the batches it held."""
     root = _copy_of_demo(demo_root, tmp_path)
     recaption = _only_complete(root, "recaption")
     captioned, rejected = _caption_and_rejected_keys(recaption)
 
+    killed: list[int] = []
+    killer = _kill_the_vllm_engine_after_a_shard(recaption, killed)
     executed, before, after = _rerun(root, capsys, "--force", "recaption")
+    killer.join(timeout=10)
+    assert len(killed) == 1, "the engine actor was not found after the first shard"
 
     # Downstream keys hash recaption's config and key, not its sampled text, so they stay cached.
     assert executed == ["recaption"]
@@ -105,3 +138,8 @@ def test_force_recaption_reruns_it_and_leaves_downstream_cached(demo_root, tmp_p
     assert set(captioned_again) | set(rejected_again) == set(captioned) | set(rejected)
     counts = json.loads((recaption / "manifest.json").read_text())["counts"]
     assert counts["num_out"] == len(captioned_again) and counts["num_in"] == len(captioned) + len(rejected)
+    record_property(
+        "got",
+        f"vLLM engine actor killed after shard 1 of 2; restarted by Ray Data: {counts['num_in']} images "
+        f"once each ({counts['num_out']} captions, {counts['num_rejected']} rejected)",
+    )
