@@ -97,8 +97,14 @@ def _kill_the_vllm_engine_after_a_shard(stage_dir: Path, killed: list[int]) -> t
 
     started = time.time()
 
-    def written_since_start() -> list[Path]:  # the forced rerun first clears the old markers
-        return [p for p in stage_dir.glob("_shards/*.json") if p.exists() and p.stat().st_mtime > started]
+    def written_since_start() -> bool:  # the forced rerun first clears the old markers
+        for marker in stage_dir.glob("_shards/*.json"):
+            try:
+                if marker.stat().st_mtime > started:
+                    return True
+            except FileNotFoundError:  # removed by the clear while we looked
+                pass
+        return False
 
     def watch() -> None:
         deadline = time.monotonic() + 300
