@@ -255,6 +255,26 @@ def test_killed_download_resumes_without_duplicates_or_gaps(tmp_path, ray_cluste
         )
 
 
+def _download_while(kill, corpus_dir: Path, paths: list[str], tmp_path: Path, **overrides):
+    """The download stage on a slow loopback server (shards of 4, one thread) while `kill` runs beside
+    it in a thread; returns (outcome, server)."""
+    with LoopbackFileServer(str(corpus_dir), delay_s=0.2) as server:
+        url_list = _url_table(server, paths, tmp_path / "urls.parquet")
+        killer = threading.Thread(target=kill, daemon=True)
+        killer.start()
+        config = _config(url_list, samples_per_shard=4, thread_count=1, **overrides)
+        outcome = run_download(config, StageContext(ArtifactDir(str(tmp_path / "dl")), {}))
+        killer.join(timeout=10)
+    return outcome, server
+
+
+def _assert_every_row_once(outcome, tmp_path: Path, server, paths: list[str], killed: list[int]) -> None:
+    assert len(killed) == 1
+    assert (outcome.counts.num_in, outcome.counts.num_out, outcome.counts.num_rejected) == (12, 12, 0)
+    urls = sorted(json.loads(s["json"])["url"] for s in _samples(tmp_path / "dl" / "shards").values())
+    assert urls == sorted(server.url_for(p) for p in paths)  # each row once: no gap, no duplicate
+
+
 @pytest.mark.reliability
 def test_ray_distributor_survives_a_killed_worker(tmp_path, ray_session, record_property):
     """SIGKILL the Ray worker running one of img2dataset's shard tasks: Ray retries the task and the
@@ -274,17 +294,8 @@ def test_ray_distributor_survives_a_killed_worker(tmp_path, ray_session, record_
                     return
             time.sleep(0.02)
 
-    with LoopbackFileServer(str(corpus_dir), delay_s=0.2) as server:
-        url_list = _url_table(server, paths, tmp_path / "urls.parquet")
-        killer = threading.Thread(target=kill_a_download_task, daemon=True)
-        killer.start()
-        config = _config(url_list, distributor="ray", samples_per_shard=4, thread_count=1)
-        outcome = run_download(config, StageContext(ArtifactDir(str(tmp_path / "dl")), {}))
-        killer.join(timeout=10)
-    assert len(killed) == 1
-    assert (outcome.counts.num_in, outcome.counts.num_out, outcome.counts.num_rejected) == (12, 12, 0)
-    urls = sorted(json.loads(s["json"])["url"] for s in _samples(tmp_path / "dl" / "shards").values())
-    assert urls == sorted(server.url_for(p) for p in paths)  # each row once: no gap, no duplicate
+    outcome, server = _download_while(kill_a_download_task, corpus_dir, paths, tmp_path, distributor="ray")
+    _assert_every_row_once(outcome, tmp_path, server, paths, killed)
     refetched = sum(n - 1 for n in server.requests.values())
     record_property(
         "got",
@@ -313,17 +324,8 @@ def test_multiprocessing_distributor_survives_a_killed_worker_process(tmp_path, 
                 return
             time.sleep(0.02)
 
-    with LoopbackFileServer(str(corpus_dir), delay_s=0.2) as server:
-        url_list = _url_table(server, paths, tmp_path / "urls.parquet")
-        killer = threading.Thread(target=kill_a_pool_worker, daemon=True)
-        killer.start()
-        config = _config(url_list, samples_per_shard=4, processes_count=2, thread_count=1)
-        outcome = run_download(config, StageContext(ArtifactDir(str(tmp_path / "dl")), {}))
-        killer.join(timeout=10)
-    assert len(killed) == 1
-    assert (outcome.counts.num_in, outcome.counts.num_out, outcome.counts.num_rejected) == (12, 12, 0)
-    urls = sorted(json.loads(s["json"])["url"] for s in _samples(tmp_path / "dl" / "shards").values())
-    assert urls == sorted(server.url_for(p) for p in paths)
+    outcome, server = _download_while(kill_a_pool_worker, corpus_dir, paths, tmp_path, processes_count=2)
+    _assert_every_row_once(outcome, tmp_path, server, paths, killed)
     record_property(
         "got", "a download worker process killed mid-shard; its shard retried in a new pool: 12 of 12 once"
     )

@@ -110,6 +110,29 @@ def _stage_dir_being_written(root: Path, stage: str, demo_dir: Path) -> Path:
     return folders[0]
 
 
+def _kill_the_driver_then_lose_a_worker(
+    root: Path, ray_address: str, settings, stage: str, demo_dir: Path, worker_after_step: int
+) -> tuple[Path, list[int], str, list[int]]:
+    """Run `settings` until its stage registers a checkpoint and SIGKILL the driver; run it again while a
+    Ray Train worker is SIGKILLed once a checkpoint at or past `worker_after_step` is registered.
+    Returns (stage dir, checkpoint steps at the driver's kill, the rerun's output, killed worker pids)."""
+    first = Workflow(root, ray_address, *settings)
+    first.kill_when(lambda _: _registered_steps_of_new_run(root, stage, demo_dir))
+    stage_dir = _stage_dir_being_written(root, stage, demo_dir)
+    assert not (stage_dir / "manifest.json").exists()
+    steps_at_kill = registered_checkpoint_steps(stage_dir / "train")
+    _wait_for_train_workers_to_go()
+
+    killed: list[int] = []
+    ready = lambda steps: any(s >= worker_after_step for s in steps)  # noqa: E731
+    killer = kill_a_worker_when(stage_dir / "train", ready, killed)
+    output = Workflow(root, ray_address, *settings).finish()
+    killer.join(timeout=30)
+    assert len(killed) == 1
+    assert f"[workflow] {stage}: resuming" in output and f"executed: {stage}\n" in output
+    return stage_dir, steps_at_kill, output, killed
+
+
 FINETUNE_SETTINGS = (
     "finetune_text.max_steps=12",
     "finetune_text.checkpoint_every_steps=4",
@@ -131,19 +154,9 @@ def test_finetune_text_driver_killed_then_a_worker_killed_resumes_twice(
     for assignment in FINETUNE_SETTINGS:
         settings += ["--set", assignment]
     demo_dir = _complete(demo_root, "finetune_text")
-    first = Workflow(demo_copy, ray_cluster.address, *settings)
-    first.kill_when(lambda _: _registered_steps_of_new_run(demo_copy, "finetune_text", demo_dir))
-    stage_dir = _stage_dir_being_written(demo_copy, "finetune_text", demo_dir)
-    assert not (stage_dir / "manifest.json").exists()
-    steps_at_kill = registered_checkpoint_steps(stage_dir / "train")
-    _wait_for_train_workers_to_go()
-
-    killed: list[int] = []
-    killer = kill_a_worker_when(stage_dir / "train", lambda steps: any(s >= 8 for s in steps), killed)
-    output = Workflow(demo_copy, ray_cluster.address, *settings).finish()
-    killer.join(timeout=30)
-    assert len(killed) == 1
-    assert "[workflow] finetune_text: resuming" in output and "executed: finetune_text\n" in output
+    stage_dir, steps_at_kill, _, _ = _kill_the_driver_then_lose_a_worker(
+        demo_copy, ray_cluster.address, settings, "finetune_text", demo_dir, worker_after_step=8
+    )
     manifest = json.loads((stage_dir / "manifest.json").read_text())
     uninterrupted = json.loads((demo_dir / "manifest.json").read_text())
     assert manifest["counts"] == uninterrupted["counts"]
@@ -169,18 +182,9 @@ def test_train_vision_driver_killed_then_a_worker_killed_resumes_twice(
     step 10; the rerun loses a worker after step 20 and Ray Train restarts the group from it."""
     settings = ("--only", "train_vision", "--set", "train_vision.checkpoint_every_steps=10")
     demo_dir = _complete(demo_root, "train_vision")
-    first = Workflow(demo_copy, ray_cluster.address, *settings)
-    first.kill_when(lambda _: _registered_steps_of_new_run(demo_copy, "train_vision", demo_dir))
-    stage_dir = _stage_dir_being_written(demo_copy, "train_vision", demo_dir)
-    assert not (stage_dir / "manifest.json").exists()
-    _wait_for_train_workers_to_go()
-
-    killed: list[int] = []
-    killer = kill_a_worker_when(stage_dir / "train", lambda steps: any(s >= 20 for s in steps), killed)
-    output = Workflow(demo_copy, ray_cluster.address, *settings).finish()
-    killer.join(timeout=30)
-    assert len(killed) == 1
-    assert "[workflow] train_vision: resuming" in output and "executed: train_vision\n" in output
+    stage_dir, _, _, _ = _kill_the_driver_then_lose_a_worker(
+        demo_copy, ray_cluster.address, settings, "train_vision", demo_dir, worker_after_step=20
+    )
     manifest = json.loads((stage_dir / "manifest.json").read_text())
     uninterrupted = json.loads((demo_dir / "manifest.json").read_text())
     assert manifest["counts"] == uninterrupted["counts"]
