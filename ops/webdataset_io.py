@@ -22,9 +22,12 @@ def shard_id_of(path: str) -> str:
 
 
 def list_shards(shards_uri: str) -> list[str]:
-    """Tar paths (fsspec paths, not URIs) below shards_uri, sorted."""
+    """Tar shards below shards_uri, sorted: local paths, or full URIs (s3://...) on an object store, so
+    that a Ray worker on any node that gets one finds the shard again (fsspec.core.url_to_fs)."""
     fs, path = fsspec.core.url_to_fs(shards_uri)
-    return sorted(p for p in fs.ls(path, detail=False) if p.endswith(".tar"))
+    tar_paths = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".tar"))
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return tar_paths if "file" in protocols else [fs.unstrip_protocol(p) for p in tar_paths]
 
 
 class ShardReadError(BadInputError):

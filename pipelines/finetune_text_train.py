@@ -25,12 +25,15 @@ def _load_backbone(model: str, trust_remote_code: bool, causal_lm: bool = False)
     (for MNTP). Weights only from safetensors."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+    from ops.model_files import local_model
+
+    with local_model(model) as source:  # an object-store folder is copied to this node first
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        loader = AutoModelForCausalLM if causal_lm else AutoModel
+        backbone = loader.from_pretrained(source, trust_remote_code=trust_remote_code, use_safetensors=True)
     tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:  # Llama tokenizers ship without one
         tokenizer.pad_token = tokenizer.eos_token
-    loader = AutoModelForCausalLM if causal_lm else AutoModel
-    backbone = loader.from_pretrained(model, trust_remote_code=trust_remote_code, use_safetensors=True)
     return backbone, tokenizer
 
 

@@ -30,6 +30,7 @@ from ops.caption_quality import CaptionQualityConfig, rejection_reason
 from ops.config_schema import check, check_model_reference
 from ops.image_transforms import DEFAULT_MAX_IMAGE_PIXELS, ImageDecodeError, decode_rgb
 from ops.manifest import StageCounts
+from ops.model_files import is_remote, local_model
 from ops.webdataset_io import count_samples, iter_samples, list_shards, shard_id_of
 from pipelines.base import StageContext, StageOutcome, StageSpec
 from pipelines.recaption_report import samples_html
@@ -220,8 +221,10 @@ def build_caption_processor(config: RecaptionConfig, model: str, prompt: str):
         env_vars["VLLM_CPU_KVCACHE_SPACE"] = str(config.cpu_kv_cache_gib)
         # Without CPU bundles the engine actor waits forever for a GPU.
         placement = {"bundles": [{"CPU": 1}] * config.tensor_parallel_size}
-    if Path(model).is_dir():
-        env_vars["HF_HUB_OFFLINE"] = "1"  # a local model must not trigger hub look-ups
+    if Path(model).is_dir() or is_remote(model):
+        # A local or object-store model (Ray's engine stage copies the latter to each node) must not
+        # trigger hub look-ups.
+        env_vars["HF_HUB_OFFLINE"] = "1"
     engine_kwargs.update(config.engine_kwargs)
     processor_config = vLLMEngineProcessorConfig(
         model_source=model,
@@ -318,7 +321,8 @@ def recaption_shards(config: RecaptionConfig, shards_uri: str, model: str, ctx: 
     if pending:
         from transformers import AutoProcessor
 
-        processor = AutoProcessor.from_pretrained(model, trust_remote_code=config.trust_remote_code)
+        with local_model(model) as source:
+            processor = AutoProcessor.from_pretrained(source, trust_remote_code=config.trust_remote_code)
         prompt = render_prompt(processor, config.prompt_id)
         rows = ray.data.from_items([{"tar_path": p} for p in pending]).flat_map(_ShardRows(shards_uri))
         captioned = build_caption_processor(config, model, prompt)(rows)

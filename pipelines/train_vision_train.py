@@ -7,7 +7,6 @@ import dataclasses
 import json
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 
 from ops.artifact_dir import ArtifactDir
 from ops.image_transforms import CLIP_MEAN, CLIP_STD, ImageTransformConfig
+from ops.model_files import local_model
 from pipelines.base import StageContext
 
 LOG_EVERY_STEPS = 5
@@ -33,8 +33,7 @@ def load_vision_tower(vision_model: str):
         return tower, tuple(tower.config.image_mean), tuple(tower.config.image_std)
 
     # Object-store folders are staged locally; HF ids and local folders load as they are.
-    staged = ArtifactDir(vision_model).local_copy("") if "://" in vision_model else nullcontext(vision_model)
-    with staged as source:
+    with local_model(vision_model) as source:
         config = AutoConfig.from_pretrained(source)
         tower_cls = SiglipVisionModel if "siglip" in config.model_type else CLIPVisionModel
         tower = tower_cls.from_pretrained(source, use_safetensors=True)
