@@ -9,6 +9,9 @@ from collections.abc import Mapping
 from typing import Any
 
 KEY_LENGTH_HEX = 16
+# Field metadata for settings that say where or how in parallel the work runs, never what it produces
+# (img2dataset's distributor, Ray Train's placement strategy): a run on a cluster reuses a laptop's cache.
+NOT_IN_KEY = {"in_key": False}
 
 
 def to_plain(value: Any) -> Any:
@@ -35,10 +38,21 @@ def content_key(stage: str, code_version: str, config: Any, input_keys: Mapping[
     payload = {
         "stage": stage,
         "code_version": code_version,
-        "config": to_plain(config),
+        "config": to_plain(_keyed_fields(config)),
         "inputs": dict(sorted(input_keys.items())),
     }
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()[:KEY_LENGTH_HEX]
+
+
+def _keyed_fields(value: Any) -> Any:
+    """value with the fields marked NOT_IN_KEY left out, at any depth."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _keyed_fields(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.metadata.get("in_key", True)
+        }
+    return value
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from ops.artifact_dir import ArtifactDir
 from ops.config_schema import check
+from ops.hashing import NOT_IN_KEY
 from ops.loopback_http import LoopbackFileServer
 from ops.manifest import StageCounts
 from ops.url_table import read_url_table, screen_urls
@@ -101,7 +102,11 @@ class DownloadConfig:
     samples_per_shard: int = 10_000
     processes_count: int = 1  # img2dataset worker processes (per node with distributor ray)
     thread_count: int = 64  # download threads per process
-    distributor: Literal["multiprocessing", "ray"] = "multiprocessing"
+    # multiprocessing: this machine's processes; ray: img2dataset's Ray distributor, one task per shard
+    # across the cluster. Not part of the key: both write the same shards.
+    distributor: Literal["multiprocessing", "ray"] = dataclasses.field(
+        default="multiprocessing", metadata=NOT_IN_KEY
+    )
     timeout_s: int = 10  # per request
     retries: int = 0
     max_image_area_px: int | None = None  # larger images are rejected (failed_to_resize); null: no limit

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Literal
 
 from models.text_encoder import TextEncoderConfig
 from models.text_encoder_io import LoraSpec
 from ops.config_schema import check, check_model_reference
+from ops.hashing import NOT_IN_KEY
 from ops.manifest import StageCounts
 from pipelines.base import StageContext, StageOutcome, StageSpec
 from pipelines.finetune_text_pairs import collect_pairs, training_pairs
@@ -52,6 +54,11 @@ class FinetuneTextConfig:
     gradient_checkpointing: bool = False
     checkpoint_every_steps: int = 50
     max_failures: int = 1  # worker failures Ray Train recovers from (from the last checkpoint)
+    # Where Ray places the workers (Ray Train's ScalingConfig.placement_strategy): PACK fills a node first,
+    # SPREAD puts them on different nodes. Not part of the key: it changes no result.
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = dataclasses.field(
+        default="PACK", metadata=NOT_IN_KEY
+    )
     seed: int = 0
     trust_remote_code: bool = False
     # LLM2Vec's masked next-token prediction before contrastive training; 0 = off (LLM2CLIP skips it)

@@ -17,8 +17,8 @@ def fit_in_artifact(
     ctx: StageContext,
     datasets: dict[str, Any] | None = None,
 ):
-    """(Ray Train result, wall seconds). `config` gives num_workers, use_gpu and max_failures; the loop
-    config gains artifact_uri, tracking_uri and run_id."""
+    """(Ray Train result, wall seconds). `config` gives num_workers, use_gpu, placement_strategy and
+    max_failures; the loop config gains artifact_uri, tracking_uri and run_id."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -31,7 +31,11 @@ def fit_in_artifact(
             "tracking_uri": ctx.tracking_uri,
             "run_id": ctx.mlflow_run_id,
         },
-        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.num_workers,
+            use_gpu=config.use_gpu,
+            placement_strategy=config.placement_strategy,
+        ),
         run_config=ray.train.RunConfig(
             name="train",
             storage_path=ctx.artifact.uri,

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Literal
 
 from ops.config_schema import check, check_model_reference
 from ops.embedding_sidecar import check_sidecar_schema
+from ops.hashing import NOT_IN_KEY
 from ops.manifest import StageCounts
 from ops.webdataset_io import list_shards, shard_id_of
 from pipelines.base import StageContext, StageOutcome, StageSpec
@@ -51,6 +53,11 @@ class TrainVisionConfig:
     gradient_checkpointing: bool = False
     checkpoint_every_steps: int = 200
     max_failures: int = 1
+    # Where Ray places the workers (Ray Train's ScalingConfig.placement_strategy): PACK fills a node first,
+    # SPREAD puts them on different nodes. Not part of the key: it changes no result.
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = dataclasses.field(
+        default="PACK", metadata=NOT_IN_KEY
+    )
     seed: int = 0
 
     def __post_init__(self):

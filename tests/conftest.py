@@ -3,6 +3,7 @@ one set of tiny models."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -42,13 +43,35 @@ use_a_test_token()
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A real cluster for the whole suite: `ray start --head` on loopback with the dashboard's job server,
-    4 logical CPUs as the demo recipe asks (see ENVIRONMENT.md); stopped at the end of the session."""
+    """A real two-node cluster for the whole suite, on loopback: `ray start --head` (with the dashboard's
+    job server) and a second node joined with `ray start --address` and a resource of its own (`node2`);
+    4 logical CPUs in all, as the demo recipe asks (see ENVIRONMENT.md). Stopped at the end of the session."""
     from tests.ray_cluster import LocalRayCluster
 
-    cluster = LocalRayCluster(num_cpus=4).start()
+    cluster = LocalRayCluster(num_cpus=2).start()
+    cluster.add_worker_node(num_cpus=2, resources={"node2": 1})
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def object_store():
+    """An S3-compatible object store on loopback (moto's server mode) with one bucket."""
+    from tests.services import ObjectStoreServer
+
+    store = ObjectStoreServer().start()
+    yield store
+    store.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(object_store):
+    """`mlflow server`: a SQLite backend, run artifacts on the object store; what the demo job logs to."""
+    from tests.services import MlflowTrackingServer
+
+    server = MlflowTrackingServer(object_store.uri("mlflow-artifacts"), object_store.env).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -89,26 +112,59 @@ def chain_recipe(tmp_path_factory) -> Path:
 
 
 DEMO_SUBMISSION_ID = "llm2clip-demo-suite"
+DEMO_PREFIX = "demo"  # the demo job's artifact root in the object store's bucket
+# How the demo job uses the cluster; none of these is part of a stage's key, so runs of SMALL_DEMO on a
+# local root reuse the job's artifacts.
+ON_THE_CLUSTER = (
+    "download.distributor=ray",
+    "finetune_text.placement_strategy=SPREAD",
+    "train_vision.placement_strategy=SPREAD",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoJob:
+    root_uri: str  # s3://bucket/demo
+    output: str  # what `ray job submit` printed
+    tracking_uri: str  # the MLflow server it logged to
+    placement: dict[str, list[str]]  # what ran -> ids of the nodes it ran on (Ray's state API)
 
 
 @pytest.fixture(scope="session")
-def demo_job(tmp_path_factory, ray_cluster, ray_session):
-    """The small demo chain as users run it: `ray job submit --working-dir . -- python workflows/full.py
-    --config configs/demo.yaml` against the suite's cluster. Run once; returns (artifact root, job output)."""
-    root = tmp_path_factory.mktemp("demo-artifacts")
-    entrypoint = ["python", "workflows/full.py", "--config", "configs/demo.yaml", "--artifacts", str(root)]
-    for assignment in SMALL_DEMO:
+def demo_job(ray_cluster, ray_session, object_store, mlflow_server) -> DemoJob:
+    """The small demo chain as users run it on a cluster: `ray job submit --working-dir . -- python
+    workflows/full.py --config configs/demo.yaml --artifacts s3://...` against the suite's two-node
+    cluster, artifacts on the object store, MLflow on the tracking server. The nodes hold no credentials:
+    the job brings them (`--runtime-env-json`). Run once."""
+    from tests.ray_cluster import job_placement
+
+    root_uri = object_store.uri(DEMO_PREFIX)
+    entrypoint = ["python", "workflows/full.py", "--config", "configs/demo.yaml", "--artifacts", root_uri]
+    for assignment in (*SMALL_DEMO, *ON_THE_CLUSTER):
         entrypoint += ["--set", assignment]
-    finished = ray_cluster.submit(entrypoint, REPO_ROOT, DEMO_SUBMISSION_ID, timeout_s=900)
+    env_vars = {**object_store.env, "MLFLOW_TRACKING_URI": mlflow_server.url}
+    finished = ray_cluster.submit(
+        entrypoint, REPO_ROOT, DEMO_SUBMISSION_ID, timeout_s=900, runtime_env={"env_vars": env_vars}
+    )
     output = finished.stdout + finished.stderr
     assert finished.returncode == 0, f"ray job submit failed:\n{output[-8000:]}\n{ray_cluster.log_tail()}"
-    return root, output
+    # Read now: later tests add tasks and actors of their own.
+    placement = job_placement(ray_cluster.dashboard_url, DEMO_SUBMISSION_ID)
+    return DemoJob(root_uri, output, mlflow_server.url, placement)
 
 
 @pytest.fixture(scope="session")
-def demo_root(demo_job) -> Path:
-    """A completed small demo chain; tests that change it must use their own root."""
-    return demo_job[0]
+def demo_root(demo_job, object_store, tmp_path_factory) -> Path:
+    """A local copy of the completed demo chain (it lives on the object store), for the tests that read
+    its files; tests that change it must use their own copy. Its MLflow runs are on the tracking server."""
+    local = tmp_path_factory.mktemp("demo-artifacts")
+    object_store.filesystem().get(f"{object_store.bucket}/{DEMO_PREFIX}/", f"{local}/", recursive=True)
+    return local
+
+
+@pytest.fixture(scope="session")
+def demo_tracking_uri(demo_job) -> str:
+    return demo_job.tracking_uri
 
 
 @pytest.fixture(scope="session")

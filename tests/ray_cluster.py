@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import secrets
 import shutil
@@ -27,9 +28,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# What a job must bring itself (`ray job submit --runtime-env-json`), as on a cluster whose nodes were
+# started without them: the nodes never see the test process's object-store credentials or MLflow server.
+JOB_SETTINGS = (
+    "RAY_ADDRESS",
+    "MLFLOW_TRACKING_URI",
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+)
+
+
 def cluster_env() -> dict[str, str]:
     """The environment the cluster's processes (and so a job's `python`) see: this venv first on PATH."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env = {k: v for k, v in os.environ.items() if k not in JOB_SETTINGS}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 
@@ -57,7 +70,8 @@ def is_alive(process) -> bool:
 
 
 class LocalRayCluster:
-    """Head node with the dashboard (the job server `ray job submit` talks to) on 127.0.0.1."""
+    """Head node with the dashboard (the job server `ray job submit` talks to) on 127.0.0.1, and any
+    number of worker nodes joined to it (`ray start --address`), each a raylet of its own on this machine."""
 
     def __init__(self, num_cpus: int):
         self.num_cpus = num_cpus
@@ -109,6 +123,56 @@ class LocalRayCluster:
         self._wait_for(f"{self.dashboard_url}/api/version", timeout_s, "head")
         return self
 
+    def add_worker_node(self, num_cpus: int, resources: dict[str, float], timeout_s: float = 120.0) -> str:
+        """`ray start --address=<head>` with its own CPUs and custom resources (names no other node has);
+        returns its node id once the head lists it alive. Its ports and its temp dir are its own, as on a
+        machine of its own: with a shared one, its runtime-env agent deletes the job packages (the driver's
+        working directory) that the head's agent still uses."""
+        node_temp_dir = tempfile.mkdtemp(prefix="rw", dir=self.temp_dir)
+        self._start_node(
+            [
+                f"--address={self.address}",
+                f"--temp-dir={node_temp_dir}",
+                "--node-ip-address=127.0.0.1",
+                f"--num-cpus={num_cpus}",
+                f"--resources={json.dumps(resources)}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--metrics-export-port={free_port()}",
+                f"--runtime-env-agent-port={free_port()}",
+                f"--node-manager-port={free_port()}",
+                f"--object-manager-port={free_port()}",
+            ],
+            f"worker-{len(self._nodes)}.log",
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._nodes[-1].poll() is not None:
+                break
+            added = [
+                n
+                for n in self.nodes()
+                if n["state"] == "ALIVE" and all(r in n["resources_total"] for r in resources)
+            ]
+            if added:
+                return added[0]["node_id"]
+            time.sleep(0.5)
+        logs = self.log_tail()
+        self.stop()
+        raise RuntimeError(f"Ray worker node did not join:\n{logs}")
+
+    def nodes(self) -> list[dict]:
+        """The cluster's nodes from Ray's state API (the dashboard's), as dicts with node_id, state and
+        resources_total; this process need not join the cluster."""
+        from ray.util.state import list_nodes
+
+        try:
+            return [
+                n.__dict__
+                for n in list_nodes(address=self.dashboard_url, detail=True, raise_on_missing_output=False)
+            ]
+        except Exception:  # the head's API may still be starting
+            return []
+
     def _wait_for(self, url: str, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -129,7 +193,14 @@ class LocalRayCluster:
         logs = sorted(Path(self.temp_dir).glob("*.log"))
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}" for p in logs)
 
-    def submit(self, entrypoint: list[str], working_dir: Path, submission_id: str, timeout_s: float):
+    def submit(
+        self,
+        entrypoint: list[str],
+        working_dir: Path,
+        submission_id: str,
+        timeout_s: float,
+        runtime_env: dict | None = None,
+    ):
         """`ray job submit` exactly as a user types it; returns the finished CompletedProcess."""
         command = [
             str(VENV_BIN / "ray"),
@@ -138,6 +209,7 @@ class LocalRayCluster:
             f"--address={self.dashboard_url}",
             f"--submission-id={submission_id}",
             f"--working-dir={working_dir}",
+            *([f"--runtime-env-json={json.dumps(runtime_env)}"] if runtime_env else []),
             "--",
             *entrypoint,
         ]
@@ -173,3 +245,20 @@ class LocalRayCluster:
             time.sleep(0.1)
         self._nodes.clear()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def job_placement(dashboard_url: str, submission_id: str) -> dict[str, list[str]]:
+    """Which nodes a submitted job's work ran on, from Ray's state API: task or actor name -> node ids."""
+    from ray.job_submission import JobSubmissionClient
+    from ray.util.state import list_actors, list_tasks
+
+    job_id = JobSubmissionClient(dashboard_url).get_job_info(submission_id).job_id
+    where: dict[str, set[str]] = {}
+    query = {"address": dashboard_url, "filters": [("job_id", "=", job_id)], "limit": 10_000, "detail": True}
+    for task in list_tasks(**query, raise_on_missing_output=False):
+        if task.node_id:
+            where.setdefault(f"task:{task.func_or_class_name}", set()).add(task.node_id)
+    for actor in list_actors(**query, raise_on_missing_output=False):
+        if actor.node_id:
+            where.setdefault(f"actor:{actor.class_name}", set()).add(actor.node_id)
+    return {name: sorted(nodes) for name, nodes in sorted(where.items())}

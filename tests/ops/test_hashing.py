@@ -41,3 +41,20 @@ def test_integral_floats_hash_like_ints():
 
 def test_flatten_gives_dotted_keys():
     assert flatten(Outer()) == {"name": "x", "rate": 1, "inner.width": 4}
+
+
+def test_where_the_work_runs_is_not_part_of_the_key():
+    """A recipe moved to a cluster (img2dataset's ray distributor, Ray Train workers spread over nodes)
+    reuses what a single-machine run already computed; what changes results still changes the key."""
+    from pipelines.download import DownloadConfig
+    from pipelines.finetune_text import FinetuneTextConfig
+    from pipelines.train_vision import TrainVisionConfig
+
+    def key(config):
+        return content_key("stage", "1", config, {})
+
+    assert key(DownloadConfig(distributor="ray")) == key(DownloadConfig())
+    assert key(DownloadConfig(samples_per_shard=7)) != key(DownloadConfig())
+    for config_cls in (FinetuneTextConfig, TrainVisionConfig):
+        assert key(config_cls(placement_strategy="SPREAD")) == key(config_cls())
+        assert key(config_cls(num_workers=3)) != key(config_cls())

@@ -21,7 +21,7 @@ def _complete(root: Path, stage: str) -> Path:
     return folder
 
 
-def test_demo_evaluation_scores_both_caption_lengths_and_reports(demo_root):
+def test_demo_evaluation_scores_both_caption_lengths_and_reports(demo_root, demo_tracking_uri):
     folder = _complete(demo_root, "evaluate")
     results = json.loads((folder / "metrics.json").read_text())
     assert set(results) == {"scenes_short", "scenes_long"}
@@ -35,7 +35,7 @@ def test_demo_evaluation_scores_both_caption_lengths_and_reports(demo_root):
     for plot in ("recall_bars.png", "heatmap_scenes_short.png"):
         assert (folder / plot).read_bytes().startswith(PNG_MAGIC)
 
-    client = MlflowClient(f"sqlite:///{demo_root}/mlflow.db")
+    client = MlflowClient(demo_tracking_uri)  # the demo job logged to the tracking server
     experiment = client.get_experiment_by_name("llm2clip-demo")
     (run,) = client.search_runs(
         [experiment.experiment_id], filter_string="tags.stage = 'evaluate' and tags.cache_hit = 'false'"

@@ -17,7 +17,7 @@ def _only_complete(root: Path, stage: str) -> Path:
     return folder
 
 
-def test_demo_finetuning_beats_the_base_llm_on_cra(demo_root):
+def test_demo_finetuning_beats_the_base_llm_on_cra(demo_root, demo_tracking_uri):
     folder = _only_complete(demo_root, "finetune_text")
     manifest = json.loads((folder / "manifest.json").read_text())
     metrics = manifest["metrics"]
@@ -30,7 +30,7 @@ def test_demo_finetuning_beats_the_base_llm_on_cra(demo_root):
     embeddings = encoder.encode(tokenizer, ["a red circle", "a blue square"])
     assert embeddings.shape == (2, 128) and torch.allclose(embeddings.norm(dim=-1), torch.ones(2), atol=1e-5)
 
-    client = MlflowClient(f"sqlite:///{demo_root}/mlflow.db")
+    client = MlflowClient(demo_tracking_uri)  # the demo job logged to the tracking server
     experiment = client.get_experiment_by_name("llm2clip-demo")
     (run,) = client.search_runs(
         [experiment.experiment_id], filter_string="tags.stage = 'finetune_text' and tags.cache_hit = 'false'"

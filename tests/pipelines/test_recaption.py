@@ -44,7 +44,7 @@ def _input_keys(shards: Path) -> dict[str, list[str]]:
     return {Path(p).stem: [s["key"] for s in iter_samples(fs, p)] for p in list_shards(str(shards))}
 
 
-def test_demo_recaption_is_keyed_one_to_one_with_the_images(demo_root, tiny_models_dir):
+def test_demo_recaption_is_keyed_one_to_one_with_the_images(demo_root, demo_job, tiny_models_dir):
     folder = _only_complete(demo_root, "recaption")
     download = _only_complete(demo_root, "download")
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -57,13 +57,15 @@ def test_demo_recaption_is_keyed_one_to_one_with_the_images(demo_root, tiny_mode
     captions = pq.read_table(folder / "captions" / "00000.parquet").to_pylist()
     assert captions, "the untrained captioner still produces some accepted text"
     for row in captions:
-        assert row["model"] == str(tiny_models_dir / "captioner") and row["prompt_id"] == "detailed"
+        # The captioner as the job read it: from the object store (Ray's engine stage copies it to the node).
+        captioner = f"{demo_job.root_uri}/tiny_models/{tiny_models_dir.name}/captioner"
+        assert row["model"] == captioner and row["prompt_id"] == "detailed"
         assert 0 < row["num_generated_tokens"] <= 24 and row["num_prompt_tokens"] > 24
         assert row["caption"] and row["original_caption"]
     page = (folder / "samples.html").read_text()
     assert page.count("<img src=") >= 8 and captions[0]["key"] in page
 
-    client = MlflowClient(f"sqlite:///{demo_root}/mlflow.db")
+    client = MlflowClient(demo_job.tracking_uri)  # the demo job logged to the tracking server
     experiment = client.get_experiment_by_name("llm2clip-demo")
     (run,) = client.search_runs(
         [experiment.experiment_id],

@@ -19,14 +19,14 @@ def _complete(root: Path, stage: str) -> Path:
     return folder
 
 
-def test_demo_vision_training_lowers_the_loss_and_exports(demo_root):
+def test_demo_vision_training_lowers_the_loss_and_exports(demo_root, demo_tracking_uri):
     folder = _complete(demo_root, "train_vision")
     manifest = json.loads((folder / "manifest.json").read_text())
     metrics = manifest["metrics"]
     assert manifest["counts"]["num_in"] == 64 and metrics["resumed_from_step"] == 0
     assert 0 <= metrics["eval_dense_i2t_r1"] <= 1 and metrics["eval_dense_eval_samples"] == 16
 
-    client = MlflowClient(f"sqlite:///{demo_root}/mlflow.db")
+    client = MlflowClient(demo_tracking_uri)  # the demo job logged to the tracking server
     experiment = client.get_experiment_by_name("llm2clip-demo")
     (run,) = client.search_runs(
         [experiment.experiment_id], filter_string="tags.stage = 'train_vision' and tags.cache_hit = 'false'"

@@ -1,4 +1,4 @@
-"""The MLflow UI as users open it: `mlflow server` on the demo's SQLite store, pages rendered by a real
+"""The MLflow UI as users open it: the `mlflow server` the demo job logged to, pages rendered by a real
 headless Chromium (Debian's package; `make test` installs it where it can), asserting on what it shows."""
 
 from __future__ import annotations
@@ -7,16 +7,12 @@ import html
 import re
 import shutil
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import DEMO_STAGES, DEMO_SUBMISSION_ID
-from tests.ray_cluster import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -24,43 +20,10 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromiu
 
 
 @pytest.fixture(scope="module")
-def mlflow_ui(demo_root, tmp_path_factory):
-    """`mlflow server` on loopback over the demo's store; yields (base url, tracking uri)."""
-    store = f"sqlite:///{demo_root / 'mlflow.db'}"
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("mlflow-server")
-    command = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        store,
-        "--artifacts-destination",
-        str(workdir / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    log = workdir / "server.log"
-    with open(log, "wb") as sink:
-        server = subprocess.Popen(command, cwd=workdir, stdout=sink, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        assert server.poll() is None, log.read_text()[-4000:]
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, f"mlflow server did not answer:\n{log.read_text()[-4000:]}"
-        time.sleep(0.5)
-    yield url, store
-    server.terminate()
-    server.wait(timeout=30)
+def mlflow_ui(demo_job):
+    """The tracking server the demo job logged to (`mlflow server`, SQLite backend, artifacts on the
+    object store): it serves the UI too. Yields (base url, tracking uri)."""
+    return demo_job.tracking_uri, demo_job.tracking_uri
 
 
 def rendered_text(url: str, profile: Path) -> str:
