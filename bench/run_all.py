@@ -30,6 +30,7 @@ BENCHES = (
     ("embed_throughput", "embed_throughput.py", []),
     ("vision_step_time", "vision_step_time.py", []),
     ("scaling", "scaling.py", []),
+    ("cluster_overhead", "cluster_overhead.py", []),
     ("gpu_throughput", "gpu_throughput.py", []),
 )
 

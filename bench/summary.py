@@ -105,6 +105,14 @@ def _scaling(result: dict) -> list[SuiteRow]:
     return out
 
 
+def _cluster(result: dict) -> list[SuiteRow]:
+    note = "one machine: overhead, not speed-up"
+    return [
+        dataclasses.replace(row, note=note if row.ratio != 1.0 else "")
+        for row in _rows_against(result, "wall_s", "s", "one node (4 CPUs)")
+    ]
+
+
 def _gpu(result: dict) -> list[SuiteRow]:
     if result.get("skipped"):
         return [
@@ -126,6 +134,7 @@ EXTRACTORS: dict[str, Callable[[dict], list[SuiteRow]]] = {
     "embed_throughput": _embed,
     "vision_step_time": _vision,
     "scaling": _scaling,
+    "cluster_overhead": _cluster,
     "gpu_throughput": _gpu,
 }
 

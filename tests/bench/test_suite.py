@@ -50,6 +50,13 @@ RESULTS = {
         "bench": "recaption_throughput",
         "error": "recaption_throughput.py exited 1 after 3 s",
     },
+    "cluster_overhead": {
+        "bench": "cluster_overhead",
+        "rows": [
+            {"name": "one node (4 CPUs)", "wall_s": 150.0},
+            {"name": "two nodes (2 + 2 CPUs)", "wall_s": 165.0},
+        ],
+    },
     "gpu_throughput": {"bench": "gpu_throughput", "skipped": "no CUDA device on this machine"},
 }
 
@@ -58,6 +65,8 @@ def test_every_figure_is_a_ratio_to_its_own_baseline_and_failures_stay_visible()
     rows = {(r.bench, r.name): r for r in suite_rows(RESULTS)}
     assert rows[("demo_walltime", "fully cached rerun")].ratio == 0.065
     assert rows[("embed_throughput", "embed stage, actor time (sorted)")].ratio == 0.95
+    two_nodes = rows[("cluster_overhead", "two nodes (2 + 2 CPUs)")]
+    assert two_nodes.ratio == 1.1 and "not speed-up" in two_nodes.note
     assert rows[("embed_throughput", "bare encoder forward (sorted)")].ratio == 1.0
     padding = rows[("embed_throughput", "padded-token share with length bucketing")]
     assert padding.figure == 0.06 and padding.ratio == round(0.06 / 0.46, 3)
