@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.conftest import DEMO_STAGES, ON_THE_CLUSTER, SMALL_DEMO  # noqa: E402
-from tests.ray_cluster import LocalRayCluster  # noqa: E402
+from tests.ray_cluster import LocalRayCluster, job_placement  # noqa: E402
 from tests.services import MlflowTrackingServer, ObjectStoreServer  # noqa: E402
 
 LAYOUTS = {"one node (4 CPUs)": ((4, None),), "two nodes (2 + 2 CPUs)": ((2, None), (2, {"node2": 1}))}
@@ -63,14 +63,20 @@ def run_layout(name: str, layout: tuple, store: ObjectStoreServer, mlflow_url: s
         for assignment in (*SMALL_DEMO, *ON_THE_CLUSTER):
             entrypoint += ["--set", assignment]
         env_vars = {**store.env, "MLFLOW_TRACKING_URI": mlflow_url}
+        submission_id = f"bench-{len(layout)}-{repeat}"
         began = time.perf_counter()
-        finished = cluster.submit(
-            entrypoint, REPO, f"bench-{len(layout)}-{repeat}", 1800, runtime_env={"env_vars": env_vars}
-        )
+        finished = cluster.submit(entrypoint, REPO, submission_id, 1800, runtime_env={"env_vars": env_vars})
         wall = time.perf_counter() - began
         output = finished.stdout + finished.stderr
         if finished.returncode != 0:
             raise SystemExit(f"{name}: job failed\n{output[-6000:]}")
+        node_of = {
+            n["node_id"]: f"node{i + 1}" for i, n in enumerate(sorted(cluster.nodes(), key=_head_first))
+        }
+        placement = {
+            what: sorted(node_of.get(n, n) for n in nodes)
+            for what, nodes in job_placement(cluster.dashboard_url, submission_id).items()
+        }
     finally:
         cluster.stop()
     return {
@@ -79,7 +85,12 @@ def run_layout(name: str, layout: tuple, store: ObjectStoreServer, mlflow_url: s
         "repeat": repeat,
         "wall_s": round(wall, 2),
         "stages_s": stage_seconds(output),
+        "placement": placement,  # what ran -> the nodes it ran on (node1 = head)
     }
+
+
+def _head_first(node: dict) -> tuple[bool, str]:
+    return ("node:__internal_head__" not in node["resources_total"], node["node_id"])
 
 
 def main() -> None:

@@ -26,11 +26,11 @@ def test_the_jobs_work_ran_on_both_nodes(demo_job, ray_cluster):
     assert placement["actor:RayTrainWorker"] == nodes, shown
     # img2dataset's ray distributor: its per-shard download tasks ran in the job.
     assert any("ray_download" in name for name in placement), shown
-    # Ray Data (recaption's vLLM engine, embed's encoder actor, their read and map tasks) and the rest:
-    # everything the job ran covers both nodes.
-    data_work = [n for n in placement if "MapBatches" in n or "FlatMap" in n or "ReadRange" in n]
-    assert data_work, shown
-    assert set().union(*placement.values()) == nodes, shown
+    # Ray Data (recaption's vLLM engine and its row tasks, embed's encoder actor and its tasks): its tasks
+    # are scheduled SPREAD, so they ran on both nodes.
+    data_work = [n for n in placement if n == "task:_map_task" or n.startswith("actor:MapWorker(")]
+    assert "actor:MapWorker(MapBatches(vLLMEngineStageUDF))" in data_work, shown
+    assert set().union(*(placement[n] for n in data_work)) == nodes, shown
 
 
 def test_every_artifact_is_on_the_object_store_with_its_manifest_written_last(demo_job, object_store):
