@@ -13,6 +13,7 @@ from typing import Any
 
 import fsspec
 
+from ops.artifact_dir import ArtifactDir
 from ops.errors import BadInputError
 
 
@@ -24,10 +25,9 @@ def shard_id_of(path: str) -> str:
 def list_shards(shards_uri: str) -> list[str]:
     """Tar shards below shards_uri, sorted: local paths, or full URIs (s3://...) on an object store, so
     that a Ray worker on any node that gets one finds the shard again (fsspec.core.url_to_fs)."""
-    fs, path = fsspec.core.url_to_fs(shards_uri)
-    tar_paths = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".tar"))
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    return tar_paths if "file" in protocols else [fs.unstrip_protocol(p) for p in tar_paths]
+    shards = ArtifactDir(shards_uri)
+    tar_paths = sorted(p for p in shards.fs.ls(shards.path, detail=False) if p.endswith(".tar"))
+    return tar_paths if shards.is_local else [shards.fs.unstrip_protocol(p) for p in tar_paths]
 
 
 class ShardReadError(BadInputError):
