@@ -51,7 +51,15 @@ class ArtifactDir:
         return "file" in _protocols(self.fs)
 
     def exists(self, relative: str = "") -> bool:
-        return self.fs.exists(self.child_path(relative))
+        return self.fs.exists(self._fresh(self.child_path(relative)))
+
+    def _fresh(self, path: str) -> str:
+        """path, with the filesystem's cached listings of it and its parents dropped. Object-store clients
+        (s3fs, gcsfs) cache directory listings per process: a driver that listed `_shards/` before its Ray
+        workers wrote their markers would otherwise never see them."""
+        if not self.is_local:
+            self.fs.invalidate_cache(path)
+        return path
 
     def open(self, relative: str, mode: str = "rb"):
         if "w" in mode:
@@ -62,9 +70,8 @@ class ArtifactDir:
         """Names (not paths) directly below relative; empty when it does not exist."""
         if not self.exists(relative):
             return []
-        return sorted(
-            p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.child_path(relative), detail=False)
-        )
+        listed = self.fs.ls(self._fresh(self.child_path(relative)), detail=False)
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in listed)
 
     def write_bytes_atomic(self, relative: str, data: bytes) -> None:
         final = self.child_path(relative)
@@ -87,7 +94,7 @@ class ArtifactDir:
         self.write_bytes_atomic(relative, sink.getvalue())
 
     def read_json(self, relative: str) -> Any:
-        with self.fs.open(self.child_path(relative), "rb") as handle:
+        with self.fs.open(self._fresh(self.child_path(relative)), "rb") as handle:
             return json.loads(handle.read().decode("utf-8"))
 
     # Stage completion -----------------------------------------------------------------------------

@@ -26,8 +26,8 @@ def list_shards(shards_uri: str) -> list[str]:
     """Tar shards below shards_uri, sorted: local paths, or full URIs (s3://...) on an object store, so
     that a Ray worker on any node that gets one finds the shard again (fsspec.core.url_to_fs)."""
     shards = ArtifactDir(shards_uri)
-    tar_paths = sorted(p for p in shards.fs.ls(shards.path, detail=False) if p.endswith(".tar"))
-    return tar_paths if shards.is_local else [shards.fs.unstrip_protocol(p) for p in tar_paths]
+    names = [name for name in shards.list() if name.endswith(".tar")]  # sorted, listing cache dropped
+    return [shards.child_path(n) if shards.is_local else shards.child_uri(n) for n in names]
 
 
 class ShardReadError(BadInputError):

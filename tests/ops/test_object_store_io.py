@@ -67,3 +67,18 @@ def test_model_folders_on_the_store_are_staged_locally_and_other_references_pass
     assert not Path(local).exists()  # a staging copy, removed after loading
     with local_model("meta-llama/Llama-3.2-1B") as reference:
         assert reference == "meta-llama/Llama-3.2-1B"
+
+
+def test_markers_written_by_another_process_are_seen_after_a_listing(store_env, request):
+    """s3fs caches directory listings per process: a driver that listed `_shards/` (and found shard 0
+    done) must still see the marker a Ray worker writes afterwards, through another client."""
+    artifact = ArtifactDir(store_env.uri(f"unit/{request.node.name}/stage/key"))
+    artifact.mark_shard_done("00000", {"num_in": 1})
+    assert [s["shard"] for s in artifact.shard_stats()] == ["00000"]  # listed: now cached
+    assert not artifact.shard_done("00001")
+    worker = store_env.filesystem()  # another client, as in a Ray worker process
+    worker.pipe_file(f"{artifact.path}/_shards/00001.json", b'{"shard": "00001", "num_in": 2}')
+    worker.pipe_file(f"{artifact.path}/manifest.json", b'{"stage": "s"}')
+    assert artifact.shard_done("00001")
+    assert [s["shard"] for s in artifact.shard_stats()] == ["00000", "00001"]
+    assert artifact.is_complete() and artifact.read_manifest() == {"stage": "s"}
