@@ -9,13 +9,19 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
-from transformers import AutoModel, AutoTokenizer
 
 from models.text_encoder import LLMTextEncoder, TextEncoderConfig
 from ops.config_schema import build_config, check
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+# peft and transformers' auto classes are imported where used: importing them costs seconds (peft pulls in
+# transformers' generation stack and scikit-learn), and every workflow process imports this module for
+# LoraSpec alone (`full.py --help`, `--dry-run`, drivers whose stages run in Ray workers).
 
 ENCODER_CONFIG_NAME = "encoder_config.json"
 
@@ -43,6 +49,8 @@ class LoraSpec:
 
 def apply_lora(backbone: nn.Module, spec: LoraSpec) -> PeftModel:
     """Wrap the backbone so that only the LoRA adapters train."""
+    from peft import LoraConfig, get_peft_model
+
     config = LoraConfig(
         r=spec.rank,
         lora_alpha=spec.alpha,
@@ -61,6 +69,8 @@ def enable_gradient_checkpointing(backbone: nn.Module) -> None:
 
 def save_text_encoder(encoder: LLMTextEncoder, tokenizer, folder: str | Path) -> None:
     """Merged weights as safetensors, the tokenizer and encoder_config.json in one folder."""
+    from peft import PeftModel
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     backbone = encoder.backbone
@@ -72,6 +82,8 @@ def save_text_encoder(encoder: LLMTextEncoder, tokenizer, folder: str | Path) ->
 
 
 def load_text_encoder(folder: str | Path, trust_remote_code: bool = False) -> tuple[LLMTextEncoder, object]:
+    from transformers import AutoModel, AutoTokenizer
+
     folder = Path(folder)
     config_path = folder / ENCODER_CONFIG_NAME
     if not config_path.is_file():
