@@ -74,7 +74,8 @@ def run_without_ray(model_dir: Path, pairs, steps: int, batch_size: int) -> dict
 
     from models.text_encoder import LLMTextEncoder
     from models.text_encoder_io import apply_lora
-    from pipelines.finetune_text_loop import LoopSettings, build_optimizer, pair_batches, train_steps
+    from pipelines.finetune_text_batches import pair_batches
+    from pipelines.finetune_text_loop import LoopSettings, build_optimizer, train_steps
     from pipelines.finetune_text_train import _load_backbone
 
     config = bench_config(steps, batch_size, 1)
@@ -91,8 +92,7 @@ def run_without_ray(model_dir: Path, pairs, steps: int, batch_size: int) -> dict
         seed=0,
     )
     optimizer, scheduler = build_optimizer(encoder, loop)
-    rows = pairs.select(["caption_1", "caption_2"]).to_pylist()
-    batches = (b for epoch in range(1000) for b in pair_batches(rows, batch_size, seed=0, epoch=epoch))
+    batches = pair_batches(pairs.select(["caption_1", "caption_2"]), batch_size, rank=0, world=1, seed=0)
     loop_began = time.perf_counter()
     train_steps(
         encoder, tokenizer, batches, loop, optimizer, scheduler, 0, lambda s, m: None, torch.device("cpu")
@@ -110,7 +110,9 @@ def run_on_ray_train(
 
     config = bench_config(steps, batch_size, num_workers)
     artifact = ArtifactDir(str(work / f"ray-{num_workers}"))
-    metrics = run_training(config, str(model_dir), pairs, StageContext(artifact, {}))
+    artifact.write_parquet_atomic("pairs/train.parquet", pairs)
+    pairs_uri = artifact.child_uri("pairs/train.parquet")
+    metrics = run_training(config, str(model_dir), pairs_uri, StageContext(artifact, {}))
     total = steps * batch_size * num_workers
     return {"wall_s": metrics["train_s"], "loop_s": total / metrics["loop_pairs_per_s"], "pairs": total}
 

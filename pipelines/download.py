@@ -350,7 +350,6 @@ def summarize_download(
         "failed_to_resize": float(sum(s["failed_to_resize"] for s in stats.values())),
         "images_per_s": new_successes / max(elapsed_s, 1e-9),
     }
-    ctx.log_metrics(metrics, None)
     counts = StageCounts(
         num_in=num_rows, num_out=successes, num_rejected=num_rows - successes, rejected_by_reason=by_reason
     )

@@ -319,7 +319,6 @@ def summarize(
         "padding_share": totals["num_padded_tokens"] / max(totals["num_batch_tokens"], 1.0),
         "num_shards": float(len(tar_paths)),
     }
-    ctx.log_metrics(metrics, None)
     counts = StageCounts(
         num_in=int(totals["num_in"]),
         num_out=int(totals["num_out"]),

@@ -112,7 +112,6 @@ def run_evaluate(config: EvaluateConfig, ctx: StageContext) -> StageOutcome:
         f"{name}_{metric}": value for name, metrics in results.items() for metric, value in metrics.items()
     }
     flat["evaluate_s"] = time.perf_counter() - started
-    ctx.log_metrics(flat, None)
     ctx.artifact.write_json_atomic("metrics.json", results)
     counts = StageCounts(num_in=num_images, num_out=num_images, num_rejected=0)
     return StageOutcome(counts=counts, metrics=flat, details={"model": model, "encoder": encoder})

@@ -125,7 +125,7 @@ def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOut
         )
     ctx.artifact.write_parquet_atomic("pairs/train.parquet", training)
     ctx.artifact.write_parquet_atomic("pairs/eval.parquet", held_out)
-    result = run_training(config, base_model, training, ctx)
+    result = run_training(config, base_model, ctx.artifact.child_uri("pairs/train.parquet"), ctx)
     encoder_uri = ctx.artifact.child_uri("encoder")
     cra_base = evaluate_cra(base_model, config, held_out, trust_remote_code=config.trust_remote_code)
     cra_tuned = evaluate_cra(
@@ -140,7 +140,6 @@ def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOut
         "num_eval_pairs": float(held_out.num_rows),
         "stage_s": time.perf_counter() - started,
     }
-    ctx.log_metrics(metrics, None)
     total = train.num_rows + held_out.num_rows + unusable
     counts = StageCounts(
         num_in=total,

@@ -6,8 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -53,6 +52,10 @@ def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step) * 1009 + rank
+
+
 def build_optimizer(model: torch.nn.Module, settings: LoopSettings):
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
@@ -82,6 +85,9 @@ def train_steps(
     for batch in batches:
         if step >= settings.max_steps:
             break
+        # Dropout's draws depend on the step alone, not on what ran before in this process: a run resumed
+        # at this step draws what the uninterrupted run drew.
+        torch.manual_seed(step_seed(settings.seed, step, rank))
         query_inputs = build_text_inputs(tokenizer, batch["query_side"], encoder.config)
         key_inputs = build_text_inputs(tokenizer, batch["key_side"], encoder.config)
         negative_inputs = (
@@ -113,18 +119,6 @@ def train_steps(
         step += 1
         on_step(step, {"loss": loss.item(), "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)})
     return step
-
-
-def pair_batches(rows: Iterable[dict[str, Any]], batch_size: int, seed: int, epoch: int) -> Iterator[Batch]:
-    """Plain-Python batching of training-pair rows (the no-Ray path); drops the last partial batch
-    so that every step has batch_size pairs on every worker."""
-    rng = random.Random(seed * 1_000_003 + epoch)
-    pending: list[dict[str, Any]] = []
-    for row in rows:
-        pending.append(row)
-        if len(pending) == batch_size:
-            yield swap_sides({name: [r[name] for r in pending] for name in pending[0]}, rng)
-            pending = []
 
 
 @dataclasses.dataclass(frozen=True)

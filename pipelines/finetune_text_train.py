@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +36,17 @@ def _load_backbone(model: str, trust_remote_code: bool, causal_lm: bool = False)
     return backbone, tokenizer
 
 
-def _mntp_backbone(config, settings: dict[str, Any], shard, device, log):
+def read_training_pairs(pairs_uri: str) -> pa.Table:
+    """The stage's pairs/train.parquet without its bookkeeping columns: what the loss reads."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    with fsspec.open(pairs_uri, "rb") as handle:
+        table = pq.read_table(handle)
+    return table.drop_columns([c for c in ("key", "kind") if c in table.column_names])
+
+
+def _mntp_backbone(config, settings: dict[str, Any], pairs: pa.Table, device, log):
     """LLM2Vec's MNTP step before contrastive training: LoRA on the causal LM, merged afterwards. Rank 0
     saves the merged model under the artifact (mntp_model/), so a restarted worker or a rerun loads it
     instead of training it again. Returns (backbone, tokenizer)."""
@@ -45,6 +54,7 @@ def _mntp_backbone(config, settings: dict[str, Any], shard, device, log):
 
     from models.text_encoder_io import apply_lora, enable_gradient_checkpointing
     from ops.distributed import rank_and_world
+    from pipelines.finetune_text_batches import pair_batches
     from pipelines.finetune_text_loop import MntpSettings, mntp_steps
 
     artifact = ArtifactDir(settings["artifact_uri"])
@@ -58,10 +68,11 @@ def _mntp_backbone(config, settings: dict[str, Any], shard, device, log):
         causal = apply_lora(causal, config.lora)
     causal.to(device)
 
-    def text_batches():
-        while True:
-            for batch in shard.iter_batches(batch_size=config.batch_size_per_worker, drop_last=True):
-                yield list(batch["caption_1"]) + list(batch["caption_2"])
+    rank, world = rank_and_world()
+    text_batches = (
+        batch["query_side"] + batch["key_side"]
+        for batch in pair_batches(pairs, config.batch_size_per_worker, rank, world, config.seed)
+    )
 
     mntp = MntpSettings(
         steps=config.mntp_steps,
@@ -72,10 +83,9 @@ def _mntp_backbone(config, settings: dict[str, Any], shard, device, log):
         seed=config.seed,
     )
     autocast = torch.bfloat16 if (config.use_gpu and config.bf16) else None
-    mntp_steps(causal, tokenizer, text_batches(), mntp, log, device, autocast)
+    mntp_steps(causal, tokenizer, text_batches, mntp, log, device, autocast)
     if config.lora is not None:
         causal = causal.merge_and_unload()
-    rank, world = rank_and_world()
     if rank == 0:
         with artifact.local_dir(MNTP_FOLDER) as folder:
             causal.base_model.save_pretrained(folder, safe_serialization=True)
@@ -95,29 +105,31 @@ def train_worker(settings: dict[str, Any]) -> None:
     from models.text_encoder import LLMTextEncoder
     from models.text_encoder_io import apply_lora, enable_gradient_checkpointing, save_text_encoder
     from pipelines.finetune_text import FinetuneTextConfig
-    from pipelines.finetune_text_loop import LoopSettings, build_optimizer, swap_sides, train_steps
+    from pipelines.finetune_text_batches import pair_batches
+    from pipelines.finetune_text_loop import LoopSettings, build_optimizer, train_steps
 
     config: FinetuneTextConfig = settings["config"]
     context = ray.train.get_context()
-    rank = context.get_world_rank()
+    rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     torch.manual_seed(config.seed)
     client = None
     if rank == 0 and settings.get("tracking_uri") and settings.get("run_id"):
         client = mlflow.MlflowClient(settings["tracking_uri"])
-    shard = ray.train.get_dataset_shard("train")
+    pairs = read_training_pairs(settings["pairs_uri"])
 
     def log_mntp(step: int, metrics: dict[str, float]) -> None:
         if client is not None and (step % LOG_EVERY_STEPS == 0 or step == config.mntp_steps):
             client.log_metric(settings["run_id"], "train_mntp_loss", metrics["mntp_loss"], step=step)
 
     if config.mntp_steps > 0:  # the base LLM is loaded once either way: 8B weights are slow to read
-        backbone, tokenizer = _mntp_backbone(config, settings, shard, device, log_mntp)
+        backbone, tokenizer = _mntp_backbone(config, settings, pairs, device, log_mntp)
         backbone = backbone.cpu()
     else:
         backbone, tokenizer = _load_backbone(settings["base_model"], config.trust_remote_code)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(backbone)
+    torch.manual_seed(config.seed)  # LoRA's initial weights: the same whether or not MNTP ran first
     if config.lora is not None:
         backbone = apply_lora(backbone, config.lora)
     encoder = LLMTextEncoder(backbone, config.encoder).to(device)
@@ -147,16 +159,6 @@ def train_worker(settings: dict[str, Any]) -> None:
     autocast = torch.bfloat16 if (config.use_gpu and config.bf16) else None
     pending: list[tuple[int, dict[str, float]]] = []
 
-    def batches():
-        epoch = 0
-        while True:  # epochs until max_steps; drop_last keeps every worker's step count equal
-            rng = random.Random(config.seed * 1_000_003 + epoch * 101 + rank)
-            for batch in shard.iter_batches(
-                batch_size=config.batch_size_per_worker, drop_last=True, local_shuffle_buffer_size=256
-            ):
-                yield swap_sides({name: list(values) for name, values in batch.items()}, rng)
-            epoch += 1
-
     def on_step(step: int, metrics: dict[str, float]) -> None:
         pending.append((step, metrics))
         final = step >= config.max_steps
@@ -184,8 +186,10 @@ def train_worker(settings: dict[str, Any]) -> None:
                 )
 
     loop_started = time.perf_counter()
+    # From the checkpoint's step on, the batches an uninterrupted run would see (step -> rows).
+    batches = pair_batches(pairs, config.batch_size_per_worker, rank, world, config.seed, start_step)
     train_steps(
-        encoder, tokenizer, batches(), loop, optimizer, scheduler, start_step, on_step, device, autocast
+        encoder, tokenizer, batches, loop, optimizer, scheduler, start_step, on_step, device, autocast
     )
     if rank == 0:
         artifact = ArtifactDir(settings["artifact_uri"])
@@ -193,15 +197,13 @@ def train_worker(settings: dict[str, Any]) -> None:
             save_text_encoder(encoder.cpu().eval(), tokenizer, folder)
 
 
-def run_training(config, base_model: str, train: pa.Table, ctx: StageContext) -> dict[str, float]:
-    """TorchTrainer over the training pairs; Ray Train's storage under the artifact resumes a rerun."""
-    import ray
-
+def run_training(config, base_model: str, pairs_uri: str, ctx: StageContext) -> dict[str, float]:
+    """TorchTrainer over the training pairs (pairs/train.parquet, which every worker reads and deals
+    itself: see finetune_text_batches); Ray Train's storage under the artifact resumes a rerun."""
     from pipelines.ray_train_fit import fit_in_artifact
 
-    loop_config = {"config": config, "base_model": base_model}
-    datasets = {"train": ray.data.from_arrow(train.drop_columns(["key", "kind"]))}
-    result, elapsed = fit_in_artifact(train_worker, loop_config, config, ctx, datasets)
+    loop_config = {"config": config, "base_model": base_model, "pairs_uri": pairs_uri}
+    result, elapsed = fit_in_artifact(train_worker, loop_config, config, ctx)
     steps = config.max_steps - int(result.metrics.get("start_step", 0))
     pairs = steps * config.batch_size_per_worker * config.num_workers
     loop_s = float(result.metrics.get("loop_s", elapsed))

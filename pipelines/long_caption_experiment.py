@@ -301,7 +301,6 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
     metrics = {f"{arm}_{m}_mean": summary[arm][m]["mean"] for arm in summary for m in METRICS}
     metrics.update({f"claim_{i}_holds": float(c["holds"]) for i, c in enumerate(claims)})
     metrics.update({"long_captions_cut_share": cut["long"], "experiment_s": time.perf_counter() - started})
-    ctx.log_metrics(metrics, None)
     kept = len(train_triples) + len(held_triples)
     reasons: dict[str, int] = {}
     for row in rejected:

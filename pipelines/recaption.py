@@ -372,7 +372,6 @@ def summarize(
         "num_shards": float(len(tar_paths)),
         **{f"rejected_{reason}": float(n) for reason, n in by_reason.items()},
     }
-    ctx.log_metrics(metrics, None)
     html = samples_html(artifact, shards_uri, config.num_sample_previews)
     artifact.write_bytes_atomic("samples.html", html.encode("utf-8"))
     ctx.log_text(html, "samples.html")

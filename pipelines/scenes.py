@@ -151,7 +151,6 @@ def run_scenes(config: ScenesConfig, ctx: StageContext) -> StageOutcome:
         "num_shards_resumed": float(len(tasks) - len(pending)),
         "images_per_s": (sum(t.stop - t.start for t in pending) / elapsed) if pending else 0.0,
     }
-    ctx.log_metrics(metrics, None)
     return StageOutcome(counts=StageCounts(num_in=num_in, num_out=num_out), metrics=metrics)
 
 

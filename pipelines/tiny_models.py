@@ -94,7 +94,6 @@ def run_tiny_models(config: TinyModelsConfig, ctx: StageContext) -> StageOutcome
         **{f"params_{name}": float(count) for name, count in parameters.items()},
         "build_s": time.perf_counter() - started,
     }
-    ctx.log_metrics(metrics, None)
     # One row per model folder written; the factory rejects nothing.
     return StageOutcome(
         counts=StageCounts(num_in=len(MODEL_FOLDERS), num_out=len(MODEL_FOLDERS)), metrics=metrics

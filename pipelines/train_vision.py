@@ -17,10 +17,12 @@ from typing import Literal
 
 from ops.config_schema import check, check_model_reference
 from ops.embedding_sidecar import check_sidecar_schema
+from ops.errors import BadInputError
 from ops.hashing import NOT_IN_KEY
 from ops.manifest import StageCounts
 from ops.webdataset_io import list_shards, shard_id_of
 from pipelines.base import StageContext, StageOutcome, StageSpec
+from pipelines.train_vision_data import training_sample_counts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +94,20 @@ def train_vision_inputs(config: TrainVisionConfig) -> tuple[str, ...]:
     return ("download", "embed") if config.vision_model else ("download", "embed", "tiny_models")
 
 
+def check_every_worker_has_a_batch(counts: dict[str, int], config: TrainVisionConfig) -> None:
+    """Before any worker starts: each worker's share of the training samples (they are dealt in equal
+    ranges) must hold one batch, or the error names the numbers and the fields to change."""
+    total = sum(counts.values())
+    share = total // config.num_workers
+    if share < config.batch_size_per_worker:
+        raise BadInputError(
+            f"train_vision: {total} training samples in {len(counts)} shards give each of num_workers="
+            f"{config.num_workers} workers {share}, fewer than batch_size_per_worker="
+            f"{config.batch_size_per_worker}; lower train_vision.batch_size_per_worker or "
+            "train_vision.num_workers, or train on more data"
+        )
+
+
 def run_train_vision(config: TrainVisionConfig, ctx: StageContext) -> StageOutcome:
     from pipelines.train_vision_train import run_training
 
@@ -107,9 +123,10 @@ def run_train_vision(config: TrainVisionConfig, ctx: StageContext) -> StageOutco
     llm_dim = int(embed.read_manifest()["details"]["dim"])
     for uri in sidecars.values():  # fail here, naming the file, not inside a training worker
         check_sidecar_schema(uri, llm_dim)
-    result = run_training(config, vision_model, llm_dim, tar_paths, sidecars, ctx)
+    counts = training_sample_counts(tar_paths, config.train_split_value)
+    check_every_worker_has_a_batch(counts, config)
+    result = run_training(config, vision_model, llm_dim, tar_paths, sidecars, counts, ctx)
     metrics = {**result, "stage_s": time.perf_counter() - started}
-    ctx.log_metrics(metrics, None)
     total = int(embed.read_manifest()["counts"]["num_in"])
     counts = StageCounts(num_in=total, num_out=total, num_rejected=0)
     details = {"vision_model": vision_model, "llm_dim": llm_dim, "export": ctx.artifact.child_uri("export")}
@@ -118,7 +135,7 @@ def run_train_vision(config: TrainVisionConfig, ctx: StageContext) -> StageOutco
 
 STAGE = StageSpec(
     name="train_vision",
-    code_version="1",
+    code_version="2",  # 2: training samples dealt to workers in equal ranges, not shards round-robin
     config_cls=TrainVisionConfig,
     inputs=("download", "embed", "tiny_models"),
     run=run_train_vision,

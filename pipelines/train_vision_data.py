@@ -1,10 +1,12 @@
 """The vision stage's loader: image shards joined with their embedding sidecars by key, streamed per
 worker, deterministic so that a checkpoint can name the data position.
 
-Shards are dealt to workers round-robin (shard i -> worker i % world); each epoch a worker reads its
-shards in a seeded order through a seeded shuffle buffer. The position (epoch, batches taken in it)
-restores exactly: a resumed run sees the same next batch as an uninterrupted one. No Ray here, so the
-loop also runs in one process.
+The training samples are dealt to workers as contiguous ranges of equal size: in sorted shard order,
+worker r of W takes training samples [r N / W, (r + 1) N / W) of the N in all, so every worker gets data
+however few shards there are, and reads only the shards its range touches (a span of each). Each epoch a
+worker reads its spans in a seeded order through a seeded shuffle buffer. The position (epoch, batches
+taken in it) restores exactly: a resumed run sees the same next batch as an uninterrupted one. No Ray
+here, so the loop also runs in one process.
 """
 
 from __future__ import annotations
@@ -91,26 +93,85 @@ class LoaderSettings:
     transform: ImageTransformConfig = dataclasses.field(default_factory=ImageTransformConfig)
 
 
-def _worker_shards(tar_paths: list[str], rank: int, world: int) -> list[str]:
-    mine = sorted(tar_paths)[rank::world]
-    if not mine:
-        raise ValueError(
-            f"{len(tar_paths)} shards for {world} workers: worker {rank} has none; use fewer workers"
-        )
-    return mine
+@dataclasses.dataclass(frozen=True)
+class ShardSpan:
+    """Training samples [start, stop) of one shard, counted among that shard's training samples."""
+
+    tar_path: str
+    start: int = 0
+    stop: int | None = None  # None: to the shard's end
+
+
+def deal_training_samples(counts: dict[str, int], world: int) -> list[list[ShardSpan]]:
+    """Per worker, its spans: equal contiguous ranges of the training samples in sorted shard order.
+    `counts` is each shard's number of training samples."""
+    total = sum(counts.values())
+    bounds = [total * r // world for r in range(world + 1)]
+    spans: list[list[ShardSpan]] = [[] for _ in range(world)]
+    offset = 0
+    for tar_path in sorted(counts):
+        size = counts[tar_path]
+        for rank in range(world):
+            low, high = max(bounds[rank], offset), min(bounds[rank + 1], offset + size)
+            if low < high:
+                spans[rank].append(ShardSpan(tar_path, low - offset, high - offset))
+        offset += size
+    return spans
+
+
+def training_sample_counts(tar_paths: list[str], split: str | None) -> dict[str, int]:
+    """Training samples per shard (those whose json `split` is absent or equals `split`), from
+    img2dataset's per-shard status table beside each tar (`<shard>.parquet`: rows with status
+    "success"); a shard without that table is read through instead."""
+    counts = {}
+    for tar_path in tar_paths:
+        fs, path = fsspec.core.url_to_fs(tar_path)
+        status_table = path.removesuffix(".tar") + ".parquet"
+        if fs.exists(status_table):
+            with fs.open(status_table, "rb") as handle:
+                table = pq.read_table(handle)
+            rows = [
+                row
+                for row in table.select(
+                    [c for c in ("status", "split") if c in table.column_names]
+                ).to_pylist()
+                if row.get("status", "success") == "success"
+            ]
+            counts[tar_path] = sum(split is None or row.get("split") in (None, split) for row in rows)
+        else:
+            counts[tar_path] = sum(
+                "jpg" in sample
+                and (split is None or (sample.get("json") or {}).get("split") in (None, split))
+                for sample in iter_samples(fs, tar_path)
+            )
+    return counts
+
+
+def _is_training(sample: JoinedSample, split: str | None) -> bool:
+    return split is None or sample.split is None or sample.split == split
+
+
+def span_samples(span: ShardSpan, sidecars: dict[str, str], split: str | None) -> Iterator[JoinedSample]:
+    index = 0
+    for sample in joined_samples(span.tar_path, sidecars[shard_id_of(span.tar_path)]):
+        if not _is_training(sample, split):
+            continue
+        if span.stop is not None and index >= span.stop:
+            return
+        if index >= span.start:
+            yield sample
+        index += 1
 
 
 def _epoch_samples(
-    tar_paths: list[str], sidecars: dict[str, str], settings: LoaderSettings, rank: int, epoch: int
+    spans: list[ShardSpan], sidecars: dict[str, str], settings: LoaderSettings, rank: int, epoch: int
 ) -> Iterator[JoinedSample]:
     rng = random.Random(f"{settings.seed}/{epoch}/{rank}")
-    order = list(tar_paths)
+    order = list(spans)
     rng.shuffle(order)
     buffer: list[JoinedSample] = []
-    for tar_path in order:
-        for sample in joined_samples(tar_path, sidecars[shard_id_of(tar_path)]):
-            if settings.split is not None and sample.split is not None and sample.split != settings.split:
-                continue
+    for span in order:
+        for sample in span_samples(span, sidecars, settings.split):
             buffer.append(sample)
             if len(buffer) >= settings.shuffle_buffer:
                 yield buffer.pop(rng.randrange(len(buffer)))
@@ -125,10 +186,17 @@ def training_batches(
     rank: int,
     world: int,
     position: DataPosition,
+    training_counts: dict[str, int] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless (pixel_values, llm_embeddings) batches from `position` on; `position` is updated in place
-    as batches are handed out. Skipped batches are read but not decoded."""
-    mine = _worker_shards(tar_paths, rank, world)
+    as batches are handed out. Skipped batches are read but not decoded. `training_counts` (training
+    samples per shard) deals the samples to workers; one worker (world 1) takes every shard whole."""
+    if training_counts is None:
+        if world != 1:
+            raise ValueError("training_counts are needed to deal samples to more than one worker")
+        mine = [ShardSpan(p) for p in sorted(tar_paths)]
+    else:
+        mine = deal_training_samples(training_counts, world)[rank]
     while True:
         epoch = position.epoch
         samples = _epoch_samples(mine, sidecars, settings, rank, epoch)

@@ -157,7 +157,15 @@ def train_worker(settings: dict[str, Any]) -> None:
         split=config.train_split_value,
         transform=transform,
     )
-    batches = training_batches(settings["tar_paths"], settings["sidecars"], loader, rank, world, position)
+    batches = training_batches(
+        settings["tar_paths"],
+        settings["sidecars"],
+        loader,
+        rank,
+        world,
+        position,
+        settings["training_counts"],
+    )
     client = None
     if rank == 0 and settings.get("tracking_uri") and settings.get("run_id"):
         client = mlflow.MlflowClient(settings["tracking_uri"])
@@ -220,7 +228,7 @@ def train_worker(settings: dict[str, Any]) -> None:
 
 
 def run_training(
-    config, vision_model: str, llm_dim: int, tar_paths, sidecars, ctx: StageContext
+    config, vision_model: str, llm_dim: int, tar_paths, sidecars, training_counts, ctx: StageContext
 ) -> dict[str, float]:
     """TorchTrainer; its storage under the artifact lets a rerun resume from the last checkpoint."""
     from pipelines.ray_train_fit import fit_in_artifact
@@ -231,6 +239,7 @@ def run_training(
         "llm_dim": llm_dim,
         "tar_paths": tar_paths,
         "sidecars": sidecars,
+        "training_counts": training_counts,
     }
     result, elapsed = fit_in_artifact(train_worker, loop_config, config, ctx)
     start_step = int(result.metrics.get("start_step", 0))

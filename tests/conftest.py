@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,11 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# Ray's documented opt-out of usage stats, for this process and every node and job it starts: without it
+# Ray Data's usage poller queries a Prometheus that the suite does not run, every 10 s, and prints a
+# traceback for each failed query after pytest's summary. (The workflow switches off only Ray Data's part,
+# and only when no Prometheus is configured: workflows/ray_runtime.py.)
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Before anything imports Ray: Ray reads its auth mode once per process.
 use_a_test_token()
 
@@ -45,7 +51,8 @@ use_a_test_token()
 def ray_cluster():
     """A real two-node cluster for the whole suite, on loopback: `ray start --head` (with the dashboard's
     job server) and a second node joined with `ray start --address` and a resource of its own (`node2`);
-    4 logical CPUs in all, as the demo recipe asks (see ENVIRONMENT.md). Stopped at the end of the session."""
+    4 logical CPUs in all, as the demo recipe asks (more than the 2 cores, so that Ray Data's actor pipelines
+    never starve on 2 cores). Stopped at the end of the session."""
     from tests.ray_cluster import LocalRayCluster
 
     cluster = LocalRayCluster(num_cpus=2).start()
@@ -165,6 +172,42 @@ def demo_root(demo_job, object_store, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_tracking_uri(demo_job) -> str:
     return demo_job.tracking_uri
+
+
+# finetune_text at a small size with every phase on: MNTP first (a checkpointed phase of its own),
+# (short, long) pairs beside (original, dense), and hard negatives; 12 steps with a checkpoint every 4.
+FINETUNE_SETTINGS = (
+    "finetune_text.max_steps=12",
+    "finetune_text.checkpoint_every_steps=4",
+    "finetune_text.batch_size_per_worker=8",
+    "finetune_text.mntp_steps=4",
+    "finetune_text.hard_negatives=true",
+    "finetune_text.short_dense_source=first_sentences",
+    "finetune_text.short_dense_sentences=2",  # the scenes' first sentence alone is shared by many images
+)
+
+
+def copy_of_demo(demo_root: Path, root: Path) -> Path:
+    """The finished demo without its MLflow store, so that runs on the copy land in a store of their own
+    (`<root>/mlflow.db`)."""
+    shutil.copytree(demo_root, root, ignore=shutil.ignore_patterns("mlflow.db", "mlflow-artifacts"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def finetune_reference(demo_root, ray_session, tmp_path_factory) -> Path:
+    """An uninterrupted `--only finetune_text` with FINETUNE_SETTINGS on a copy of the demo: what a rerun
+    on the same inputs, and a killed and resumed run, must equal. Returns the copy's root."""
+    root = copy_of_demo(demo_root, tmp_path_factory.mktemp("finetune-reference") / "root")
+    assert run_workflow(root, "--only", "finetune_text", overrides=(*SMALL_DEMO, *FINETUNE_SETTINGS)) == 0
+    return root
+
+
+def new_stage_dir(root: Path, demo_root: Path, stage: str) -> Path:
+    """The one directory of `stage` under root that the demo does not have (a run with other settings)."""
+    demo_names = {d.name for d in (demo_root / stage).iterdir()}
+    (folder,) = [d for d in (root / stage).iterdir() if d.is_dir() and d.name not in demo_names]
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -121,6 +121,8 @@ class LocalRayCluster:
             "head.log",
         )
         self._wait_for(f"{self.dashboard_url}/api/version", timeout_s, "head")
+        # The dashboard answers before the GCS lists the head's raylet: ready means the node is ALIVE.
+        self._wait_for_nodes(lambda nodes: any(n["state"] == "ALIVE" for n in nodes), timeout_s, "head")
         return self
 
     def add_worker_node(self, num_cpus: int, resources: dict[str, float], timeout_s: float = 120.0) -> str:
@@ -144,21 +146,29 @@ class LocalRayCluster:
             ],
             f"worker-{len(self._nodes)}.log",
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._nodes[-1].poll() is not None:
-                break
-            added = [
+
+        def joined(nodes: list[dict]) -> list[dict]:
+            return [
                 n
-                for n in self.nodes()
+                for n in nodes
                 if n["state"] == "ALIVE" and all(r in n["resources_total"] for r in resources)
             ]
-            if added:
-                return added[0]["node_id"]
-            time.sleep(0.5)
+
+        added = self._wait_for_nodes(joined, timeout_s, "worker")
+        return added[0]["node_id"]
+
+    def _wait_for_nodes(self, condition, timeout_s: float, what: str):
+        """condition(nodes)'s first truthy value, polled from the state API while every node process
+        lives; the cluster is stopped and its logs raised when a node dies or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and all(node.poll() is None for node in self._nodes):
+            found = condition(self.nodes())
+            if found:
+                return found
+            time.sleep(0.2)
         logs = self.log_tail()
         self.stop()
-        raise RuntimeError(f"Ray worker node did not join:\n{logs}")
+        raise RuntimeError(f"Ray {what} node did not come up alive:\n{logs}")
 
     def nodes(self) -> list[dict]:
         """The cluster's nodes from Ray's state API (the dashboard's), as dicts with node_id, state and

@@ -8,11 +8,10 @@ import json
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
+from tests.waiting import processes_matching, wait_until
 
 
 def registered_checkpoint_steps(train_dir: Path) -> list[int]:
@@ -26,18 +25,18 @@ def registered_checkpoint_steps(train_dir: Path) -> list[int]:
 def kill_a_worker_when(
     train_dir: Path, ready: Callable[[list[int]], bool], killed: list[int]
 ) -> threading.Thread:
-    """Start a thread that waits (up to 240 s) until ready(registered steps), then SIGKILLs one
-    RayTrainWorker process and records its pid in `killed`. Join it after the run."""
+    """Start a thread that waits (up to 240 s) until ready(registered steps), then for a RayTrainWorker
+    process, SIGKILLs it and records its pid in `killed`; if either never comes, nothing is killed and the
+    caller's check of `killed` fails. Join it after the run."""
 
     def watch() -> None:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not ready(registered_checkpoint_steps(train_dir)):
-            time.sleep(0.05)
-        for process in psutil.process_iter(["pid", "cmdline"]):
-            if "RayTrainWorker" in " ".join(process.info["cmdline"] or []):
-                os.kill(process.info["pid"], signal.SIGKILL)
-                killed.append(process.info["pid"])
-                return
+        try:
+            wait_until(lambda: ready(registered_checkpoint_steps(train_dir)), 240, "a checkpoint")
+            (worker, *_) = wait_until(lambda: processes_matching("RayTrainWorker"), 60, "a RayTrainWorker")
+        except AssertionError:
+            return
+        os.kill(worker.pid, signal.SIGKILL)
+        killed.append(worker.pid)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()

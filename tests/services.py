@@ -121,6 +121,9 @@ class MlflowTrackingServer(_Server):
             *("--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
         ]
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        # MLflow 3's server otherwise starts huey job consumers (three more processes with worker pools,
+        # polling) for GenAI jobs that a training tracker never runs; on 2 cores they cost the suite time.
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         self._launch(command, {**env, **self.store_env}, "/health", 120)
         return self
 

@@ -10,8 +10,22 @@ import ray
 from workflows.recipe import RayConfig
 
 
+# Ray Data's usage collection polls Prometheus (RAY_PROMETHEUS_HOST, default localhost:9090) from a thread
+# of the driver every 10 s; without a Prometheus every poll fails and logs a traceback, pages of them by the
+# end of a run. RAY_DATA_USAGE_DISABLED=1 is Ray Data's own switch for that collection.
+PROMETHEUS_HOST = "RAY_PROMETHEUS_HOST"
+DATA_USAGE_SWITCH = "RAY_DATA_USAGE_DISABLED"
+
+
+def quiet_data_usage_without_prometheus() -> None:
+    """Switch Ray Data's usage collection off unless a Prometheus is configured or the user chose."""
+    if not os.environ.get(PROMETHEUS_HOST):
+        os.environ.setdefault(DATA_USAGE_SWITCH, "1")
+
+
 def ensure_ray(config: RayConfig) -> str:
     """Connect once per process; returns a line saying what was done, for the log."""
+    quiet_data_usage_without_prometheus()
     if ray.is_initialized():
         return "using the Ray instance this process already started"
     address = os.environ.get("RAY_ADDRESS")

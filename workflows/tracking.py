@@ -16,6 +16,10 @@ from ops.artifact_dir import ArtifactDir
 from ops.hashing import flatten
 
 MAX_PARAM_CHARS = 6000  # MLflow rejects longer param values
+# MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces, "Detect Issues");
+# "custom_model_development" opens it on the runs table, the view for training experiments.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 
 def default_tracking_uri(artifact_root: str) -> str:
@@ -54,9 +58,13 @@ class WorkflowTracker:
                 root = ArtifactDir(artifact_root)
                 if tracking_uri.startswith("sqlite:") and root.is_local:
                     location = (Path(root.path).resolve() / "mlflow-artifacts").as_uri()
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+                )
             else:
                 self.experiment_id = existing.experiment_id
+                if EXPERIMENT_KIND_TAG not in existing.tags:  # made by an older version, or by hand
+                    self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         self.parent_run_id: str | None = None
 
     def __enter__(self) -> WorkflowTracker:
@@ -94,11 +102,16 @@ class WorkflowTracker:
         return log
 
     def log_manifest(self, run_id: str, manifest: dict[str, Any]) -> None:
+        """The manifest as a file, and its headline metrics and row counts as metrics without a step. A
+        metric the stage already logged over its steps (train_vision's eval recalls at steps 20 and 40)
+        keeps that history alone: its final value at step 0 would draw the chart out of order."""
         self.client.log_text(run_id, json.dumps(manifest, indent=2, sort_keys=True), "manifest.json")
         counts = manifest.get("counts", {})
         summary = {f"rows_{k[4:]}": v for k, v in counts.items() if k.startswith("num_")}
         summary["duration_s"] = manifest.get("duration_s", 0.0)
-        self.metrics_logger(run_id)({**manifest.get("metrics", {}), **summary})
+        tracked = set(self.client.get_run(run_id).data.metrics)
+        headline = {k: v for k, v in manifest.get("metrics", {}).items() if k not in tracked}
+        self.metrics_logger(run_id)({**headline, **summary})
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)

@@ -28,6 +28,7 @@ from ops.url_table import UrlTableError
 from pipelines.base import StageContext
 from pipelines.download import DownloadConfig, UrlSource, run_download
 from tests.conftest import REPO_ROOT
+from tests.waiting import processes_matching, wait_until
 
 NUM_GOOD = 10
 
@@ -260,7 +261,7 @@ def _download_while(kill, corpus_dir: Path, paths: list[str], tmp_path: Path, **
     it in a thread; returns (outcome, server)."""
     with LoopbackFileServer(str(corpus_dir), delay_s=0.2) as server:
         url_list = _url_table(server, paths, tmp_path / "urls.parquet")
-        killer = threading.Thread(target=kill, daemon=True)
+        killer = threading.Thread(target=kill, args=(server,), daemon=True)
         killer.start()
         config = _config(url_list, samples_per_shard=4, thread_count=1, **overrides)
         outcome = run_download(config, StageContext(ArtifactDir(str(tmp_path / "dl")), {}))
@@ -283,16 +284,16 @@ def test_ray_distributor_survives_a_killed_worker(tmp_path, ray_session, record_
     paths = _write_corpus(corpus_dir, 12)[:12]
     killed: list[int] = []
 
-    def kill_a_download_task() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
-            for process in psutil.process_iter(["pid", "cmdline"]):
-                if "ray_download" in " ".join(process.info["cmdline"] or []):
-                    time.sleep(0.3)  # mid-shard: a few of its slow responses are in
-                    process.kill()
-                    killed.append(process.info["pid"])
-                    return
-            time.sleep(0.02)
+    def kill_a_download_task(server) -> None:
+        # Mid-shard: a shard task runs and the slow server has answered some of its requests.
+        (task, *_) = wait_until(
+            lambda: sum(server.requests.values()) >= 1 and processes_matching("ray_download"),
+            120,
+            "a ray_download task with a response in",
+            poll_s=0.02,
+        )
+        task.kill()
+        killed.append(task.pid)
 
     outcome, server = _download_while(kill_a_download_task, corpus_dir, paths, tmp_path, distributor="ray")
     _assert_every_row_once(outcome, tmp_path, server, paths, killed)
@@ -311,18 +312,18 @@ def test_multiprocessing_distributor_survives_a_killed_worker_process(tmp_path, 
     paths = _write_corpus(corpus_dir, 12)[:12]
     killed: list[int] = []
 
-    def kill_a_pool_worker() -> None:
+    def kill_a_pool_worker(server) -> None:
         me = psutil.Process()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+
+        def pool_workers_with_responses_in() -> list[psutil.Process]:
             # The spawned children: img2dataset's logger process first, then the pool's workers.
             workers = [c for c in me.children() if "spawn_main" in " ".join(c.cmdline())][1:]
-            if len(workers) == 2:
-                time.sleep(1.0)  # mid-shard: a few of its slow responses are in
-                workers[-1].kill()
-                killed.append(workers[-1].pid)
-                return
-            time.sleep(0.02)
+            return workers if len(workers) == 2 and sum(server.requests.values()) >= 2 else []
+
+        # Mid-shard: both pool workers run and the slow server has answered some of their requests.
+        workers = wait_until(pool_workers_with_responses_in, 120, "two pool workers with responses in", 0.02)
+        workers[-1].kill()
+        killed.append(workers[-1].pid)
 
     outcome, server = _download_while(kill_a_pool_worker, corpus_dir, paths, tmp_path, processes_count=2)
     _assert_every_row_once(outcome, tmp_path, server, paths, killed)

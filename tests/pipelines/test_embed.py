@@ -24,6 +24,7 @@ from models.text_encoder_io import load_text_encoder
 from ops.embedding_sidecar import field_matrix
 from ops.webdataset_io import iter_samples
 from tests.conftest import REPO_ROOT
+from tests.waiting import kill_and_wait_gone, processes_matching
 
 
 def _only_complete(root: Path, stage: str) -> Path:
@@ -126,13 +127,8 @@ def test_cli_resumes_after_a_kill_without_gaps_or_duplicates(
     os.killpg(first.pid, signal.SIGKILL)  # the driver; Ray then ends its job's encoder actor
     first.wait(timeout=60)
     # An actor that Ray started in its own process group outlives the driver by a moment and may finish
-    # the shard in hand; let it die before taking stock.
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        if str(output) in " ".join(process.info["cmdline"] or []) or "ShardEmbedder" in " ".join(
-            process.info["cmdline"] or []
-        ):
-            process.kill()
-    time.sleep(2)
+    # the shard in hand; end it and wait until it is gone before taking stock.
+    kill_and_wait_gone(processes_matching(str(output), "ShardEmbedder"))
     done_before = sorted(p.stem for p in output.glob("_shards/*.json"))
     assert 1 <= len(done_before) < 6 and not (output / "manifest.json").exists()
     kept = {s: (output / "sidecars" / f"{s}.parquet").stat().st_mtime_ns for s in done_before}

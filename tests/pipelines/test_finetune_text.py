@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from models.text_encoder_io import load_text_encoder
+from tests.conftest import FINETUNE_SETTINGS, SMALL_DEMO, copy_of_demo, new_stage_dir, run_workflow
+from tests.training_records import assert_same_tensors, logged_steps, sqlite_store
 
 
 def _only_complete(root: Path, stage: str) -> Path:
@@ -39,3 +42,23 @@ def test_demo_finetuning_beats_the_base_llm_on_cra(demo_root, demo_tracking_uri)
     assert len(history) == 60
     losses = [m.value for m in sorted(history, key=lambda m: m.step)]
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
+
+
+@pytest.mark.slow
+def test_the_same_inputs_and_seed_give_the_same_encoder_and_losses(finetune_reference, demo_root, tmp_path):
+    """finetune_text twice on identical inputs (MNTP, hard negatives and both kinds of pairs on, two Ray
+    Train workers): bit-identical MNTP model and encoder, the same loss at every step, the same CRA."""
+    root = copy_of_demo(demo_root, tmp_path / "root")
+    assert run_workflow(root, "--only", "finetune_text", overrides=(*SMALL_DEMO, *FINETUNE_SETTINGS)) == 0
+    first = new_stage_dir(finetune_reference, demo_root, "finetune_text")
+    second = new_stage_dir(root, demo_root, "finetune_text")
+    assert first.name == second.name  # the same key: the same config and inputs
+    assert_same_tensors(first / "mntp_model", second / "mntp_model")
+    assert_same_tensors(first / "encoder", second / "encoder")
+    for metric, steps in (("train_loss", range(1, 13)), ("train_mntp_loss", (4,))):
+        logged = [logged_steps(sqlite_store(r), "finetune_text", metric) for r in (finetune_reference, root)]
+        assert sorted(logged[0]) == list(steps), logged[0]
+        assert logged[0] == logged[1], metric
+    metrics = [json.loads((d / "manifest.json").read_text())["metrics"] for d in (first, second)]
+    assert metrics[0]["cra_finetuned"] == metrics[1]["cra_finetuned"]
+    assert metrics[0]["final_loss"] == metrics[1]["final_loss"]

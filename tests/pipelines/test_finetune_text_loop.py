@@ -14,7 +14,8 @@ from models.tiny_factory import build_tiny_llm, train_scene_tokenizer
 from models.tiny_specs import TinyLlmSpec
 from ops import scenes
 from ops.retrieval_metrics import caption_retrieval_accuracy
-from pipelines.finetune_text_loop import LoopSettings, build_optimizer, pair_batches, train_steps
+from pipelines.finetune_text_batches import pair_batches
+from pipelines.finetune_text_loop import LoopSettings, build_optimizer, train_steps
 from pipelines.finetune_text_pairs import training_pairs
 
 
@@ -52,7 +53,7 @@ def _train(encoder, tokenizer, rows, settings: LoopSettings) -> tuple[int, list[
     """(last step, per-step losses) of LoRA training on `rows`, batches of 32."""
     optimizer, scheduler = build_optimizer(encoder, settings)
     losses: list[float] = []
-    batches = (b for epoch in range(10) for b in pair_batches(rows, 32, seed=0, epoch=epoch))
+    batches = pair_batches(pa.Table.from_pylist(rows), 32, rank=0, world=1, seed=0)
     last = train_steps(
         encoder,
         tokenizer,

@@ -16,7 +16,16 @@ import torch.multiprocessing as mp
 
 from ops.webdataset_io import shard_id_of
 from pipelines.train_vision import TrainVisionConfig
-from pipelines.train_vision_data import DataPosition, LoaderSettings, joined_samples, training_batches
+from pipelines.train_vision_data import (
+    DataPosition,
+    LoaderSettings,
+    ShardSpan,
+    deal_training_samples,
+    joined_samples,
+    span_samples,
+    training_batches,
+    training_sample_counts,
+)
 from pipelines.train_vision_loop import (
     VisionLoopSettings,
     build_optimizer,
@@ -72,6 +81,28 @@ def test_loader_resumes_at_a_data_position_and_refuses_a_foreign_sidecar(demo_da
     pq.write_table(table.take(list(reversed(range(table.num_rows)))), tmp_path / "reversed.parquet")
     with pytest.raises(ValueError, match=r"reversed\.parquet: row 0 is"):
         list(joined_samples(shards[0], str(tmp_path / "reversed.parquet")))
+
+
+def test_samples_are_dealt_in_equal_ranges_so_every_worker_gets_data():
+    # Shard b holds no training sample (a held-out shard): round-robin by shard would leave worker 1 idle.
+    spans = deal_training_samples({"a.tar": 10, "b.tar": 0, "c.tar": 5}, world=2)
+    assert spans == [[ShardSpan("a.tar", 0, 7)], [ShardSpan("a.tar", 7, 10), ShardSpan("c.tar", 0, 5)]]
+    assert deal_training_samples({"only.tar": 9}, world=3) == [
+        [ShardSpan("only.tar", 0, 3)],
+        [ShardSpan("only.tar", 3, 6)],
+        [ShardSpan("only.tar", 6, 9)],
+    ]
+
+
+def test_two_workers_on_the_demos_shards_get_disjoint_training_samples(demo_data):
+    shards, sidecars, _, _ = demo_data
+    counts = training_sample_counts(shards, "train")
+    assert sum(counts.values()) == 48  # the small demo's training scenes, from img2dataset's status tables
+    keys = [
+        [sample.key for span in spans for sample in span_samples(span, sidecars, "train")]
+        for spans in deal_training_samples(counts, world=2)
+    ]
+    assert len(keys[0]) == len(keys[1]) == 24 and not set(keys[0]) & set(keys[1])
 
 
 def _train(model, shards, sidecars, transform, settings, steps, start_step=0, state=None, position=None):

@@ -23,8 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO_ROOT, SMALL_DEMO
+from tests.conftest import FINETUNE_SETTINGS, REPO_ROOT, SMALL_DEMO, copy_of_demo, new_stage_dir
 from tests.ray_train_faults import kill_a_worker_when, registered_checkpoint_steps
+from tests.training_records import assert_same_tensors, logged_steps, sqlite_store
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -94,9 +95,7 @@ def _wait_for_train_workers_to_go(timeout_s: float = 60) -> None:
 
 @pytest.fixture
 def demo_copy(demo_root, tmp_path) -> Path:
-    root = tmp_path / "root"
-    shutil.copytree(demo_root, root, ignore=shutil.ignore_patterns("mlflow.db", "mlflow-artifacts"))
-    return root
+    return copy_of_demo(demo_root, tmp_path / "root")
 
 
 def _registered_steps_of_new_run(root: Path, stage: str, demo_dir: Path) -> list[int]:
@@ -133,23 +132,27 @@ def _kill_the_driver_then_lose_a_worker(
     return stage_dir, steps_at_kill, output, killed
 
 
-FINETUNE_SETTINGS = (
-    "finetune_text.max_steps=12",
-    "finetune_text.checkpoint_every_steps=4",
-    "finetune_text.batch_size_per_worker=8",
-    "finetune_text.mntp_steps=4",  # MNTP first: its own checkpointed phase, skipped on resume
-    "finetune_text.hard_negatives=true",
-    "finetune_text.short_dense_source=first_sentences",
-    "finetune_text.short_dense_sentences=2",  # the scenes' first sentence alone is shared by many images
-)
+def _assert_resumed_equals_uninterrupted(
+    resumed_root: Path, resumed: Path, reference_uri: str, reference: Path, stage: str, weights: str
+) -> list[int]:
+    """Every step the killed and resumed runs logged has the loss the uninterrupted run logged at that
+    step, and the saved weights are bit-identical; returns the steps compared."""
+    logged = logged_steps(sqlite_store(resumed_root), stage, "train_loss")
+    expected = logged_steps(reference_uri, stage, "train_loss")
+    assert logged, "the runs logged no loss"
+    for step, values in sorted(logged.items()):
+        assert set(values) == set(expected[step]), (step, values, expected[step])
+    assert_same_tensors(resumed / weights, reference / weights)
+    return sorted(logged)
 
 
 def test_finetune_text_driver_killed_then_a_worker_killed_resumes_twice(
-    demo_root, demo_copy, ray_cluster, got
+    demo_root, demo_copy, ray_cluster, finetune_reference, got
 ):
     """`--only finetune_text` with MNTP, (short, long) pairs and hard negatives on, 12 steps with a
     checkpoint every 4 (a key of its own): the driver dies after step 4; the rerun skips the finished
-    MNTP phase, resumes from step 4, loses a worker after step 8 and Ray Train restarts the group from it."""
+    MNTP phase, resumes from step 4, loses a worker after step 8 and Ray Train restarts the group from it.
+    Step for step, its losses are those of an uninterrupted run, and so is its encoder, bit for bit."""
     settings = ["--only", "finetune_text"]
     for assignment in FINETUNE_SETTINGS:
         settings += ["--set", assignment]
@@ -169,17 +172,26 @@ def test_finetune_text_driver_killed_then_a_worker_killed_resumes_twice(
     assert pairs.filter(pc.equal(pairs["kind"], "original_dense")).num_rows == 48
     assert "hard_negative_2" in pairs.column_names
     assert (stage_dir / "encoder" / "encoder_config.json").is_file()
+    reference = new_stage_dir(finetune_reference, demo_root, "finetune_text")
+    assert reference.name == stage_dir.name
+    compared = _assert_resumed_equals_uninterrupted(
+        demo_copy, stage_dir, sqlite_store(finetune_reference), reference, "finetune_text", "encoder"
+    )
+    assert compared == list(range(1, 13))
+    assert_same_tensors(stage_dir / "mntp_model", reference / "mntp_model")
     resumed = int(manifest["metrics"]["resumed_from_step"])
     got(
-        f"driver killed with checkpoints {steps_at_kill}, a worker after step 8; resumed from {resumed} to 12"
+        f"driver killed with checkpoints {steps_at_kill}, a worker after step 8; resumed from {resumed} to "
+        "12; the loss at each of steps 1-12 and the encoder bit for bit equal an uninterrupted run's"
     )
 
 
 def test_train_vision_driver_killed_then_a_worker_killed_resumes_twice(
-    demo_root, demo_copy, ray_cluster, got
+    demo_root, demo_copy, ray_cluster, demo_tracking_uri, got
 ):
     """`--only train_vision` with a checkpoint every 10 steps (a key of its own): the driver dies after
-    step 10; the rerun loses a worker after step 20 and Ray Train restarts the group from it."""
+    step 10; the rerun loses a worker after step 20 and Ray Train restarts the group from it. Its losses
+    (logged every 5 steps) and its exported model equal the uninterrupted demo run's."""
     settings = ("--only", "train_vision", "--set", "train_vision.checkpoint_every_steps=10")
     demo_dir = _complete(demo_root, "train_vision")
     stage_dir, _, _, _ = _kill_the_driver_then_lose_a_worker(
@@ -191,8 +203,15 @@ def test_train_vision_driver_killed_then_a_worker_killed_resumes_twice(
     assert manifest["metrics"]["resumed_from_step"] >= 20
     assert max(registered_checkpoint_steps(stage_dir / "train")) == 40
     assert (stage_dir / "export" / "model.safetensors").is_file()
+    compared = _assert_resumed_equals_uninterrupted(
+        demo_copy, stage_dir, demo_tracking_uri, demo_dir, "train_vision", "export"
+    )
+    assert compared == list(range(5, 41, 5))
     resumed = int(manifest["metrics"]["resumed_from_step"])
-    got(f"driver killed after step 10, a Ray Train worker after step 20; resumed from step {resumed} to 40")
+    got(
+        f"driver killed after step 10, a Ray Train worker after step 20; resumed from step {resumed} to 40; "
+        "losses at steps 5-40 and the export bit for bit equal the uninterrupted run's"
+    )
 
 
 def test_evaluate_driver_killed_mid_stage_reruns_to_the_same_numbers(demo_root, demo_copy, ray_cluster, got):

@@ -102,3 +102,32 @@ def test_a_stage_run_page_shows_its_metrics_and_its_parent(mlflow_ui, tmp_path):
     recall = evaluate.data.metrics["scenes_long_i2t_r5"]
     shown = re.search(r"scenes_long_i2t_r5 ([0-9.]+)", page)
     assert shown and float(shown.group(1)) == pytest.approx(recall)
+
+
+def test_the_experiment_opens_on_its_training_runs(mlflow_ui, tmp_path):
+    """Not on MLflow 3's GenAI overview (traces, "Detect Issues"): the experiment is tagged as model
+    training, so its plain address shows the runs table."""
+    url, store = mlflow_ui
+    experiment, runs, _, _ = _the_jobs_runs(store)
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
+    page = rendered_text(f"{url}/#/experiments/{experiment.experiment_id}", tmp_path / "profile")
+    assert f"{len(runs)} matching runs" in page, page[:3000]
+    assert "Detect Issues" not in page and "Traces" not in page.split("matching runs")[0], page[:3000]
+
+
+def test_the_vision_runs_eval_chart_has_one_point_per_evaluation_in_step_order(mlflow_ui, tmp_path):
+    """The periodic evaluation at step 20 and the final one at step 40, each once: the stage's headline
+    metrics (the manifest's) do not add the final value again at step 0."""
+    url, store = mlflow_ui
+    experiment, _, _, children = _the_jobs_runs(store)
+    train_vision = next(r for r in children if r.info.run_name == "train_vision")
+    client = MlflowClient(store)
+    history = client.get_metric_history(train_vision.info.run_id, "eval_dense_i2t_r1")
+    assert [m.step for m in sorted(history, key=lambda m: (m.step, m.timestamp))] == [20, 40]
+    final = max(history, key=lambda m: m.step).value
+    assert train_vision.data.metrics["eval_dense_i2t_r1"] == pytest.approx(final)  # latest = step 40's
+    assert [m.step for m in client.get_metric_history(train_vision.info.run_id, "final_loss")] == [0]
+    run_page = f"{url}/#/experiments/{experiment.experiment_id}/runs/{train_vision.info.run_id}"
+    page = rendered_text(run_page, tmp_path / "profile")
+    shown = re.search(r"eval_dense_i2t_r1 ([0-9.]+)", page)
+    assert shown and float(shown.group(1)) == pytest.approx(final), page[:3000]

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import DEMO_STAGES, DEMO_SUBMISSION_ID
 from tests.ray_cluster import VENV_BIN, LocalRayCluster, cluster_env, is_alive
+from tests.waiting import wait_until
 from tests.workflows.test_full_workflow import _executed
 
 
@@ -44,12 +45,17 @@ def test_the_submitted_demo_job_ran_every_stage_on_the_cluster(demo_job, ray_clu
 
 
 def test_stopping_a_cluster_ends_every_process_it_started():
-    cluster = LocalRayCluster(num_cpus=1).start()
+    cluster = LocalRayCluster(num_cpus=1).start()  # returns once the head node is ALIVE in the GCS
     try:
         head = psutil.Process(cluster._nodes[0].pid)
-        started = [head, *head.children(recursive=True)]
-        names = " ".join(p.name() for p in started)
-        assert "gcs_server" in names and "raylet" in names, names
+
+        def head_and_its_servers() -> list[psutil.Process]:
+            processes = [head, *head.children(recursive=True)]
+            names = " ".join(p.name() for p in processes)
+            return processes if "gcs_server" in names and "raylet" in names else []
+
+        # The raylet may be spawned a moment after the GCS lists the node: wait for it, with a bound.
+        started = wait_until(head_and_its_servers, 60, "the head's gcs_server and raylet processes")
     finally:
         cluster.stop()
     alive = [p for p in started if is_alive(p)]
