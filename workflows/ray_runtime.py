@@ -9,7 +9,6 @@ import ray
 
 from workflows.recipe import RayConfig
 
-
 # Ray Data's usage collection polls Prometheus (RAY_PROMETHEUS_HOST, default localhost:9090) from a thread
 # of the driver every 10 s; without a Prometheus every poll fails and logs a traceback, pages of them by the
 # end of a run. RAY_DATA_USAGE_DISABLED=1 is Ray Data's own switch for that collection.
