@@ -3,6 +3,7 @@ one set of tiny models."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import shutil
@@ -48,37 +49,48 @@ use_a_test_token()
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """A real two-node cluster for the whole suite, on loopback: `ray start --head` (with the dashboard's
-    job server) and a second node joined with `ray start --address` and a resource of its own (`node2`);
-    4 logical CPUs in all, as the demo recipe asks (more than the 2 cores, so that Ray Data's actor pipelines
-    never starve on 2 cores). Stopped at the end of the session."""
+def cluster_and_services():
+    """A real two-node Ray cluster, an S3-compatible object store and an MLflow tracking server, all on
+    loopback, started side by side (the cluster in a thread, the two servers here) and stopped at the end
+    of the session. See ray_cluster, object_store and mlflow_server."""
     from tests.ray_cluster import LocalRayCluster
+    from tests.services import MlflowTrackingServer, ObjectStoreServer
 
-    cluster = LocalRayCluster(num_cpus=2).start()
-    cluster.add_worker_node(num_cpus=2, resources={"node2": 1})
-    yield cluster
+    def start_cluster() -> LocalRayCluster:
+        cluster = LocalRayCluster(num_cpus=2).start()
+        cluster.add_worker_node(num_cpus=2, resources={"node2": 1})
+        return cluster
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        starting = pool.submit(start_cluster)
+        store = ObjectStoreServer().start()
+        server = MlflowTrackingServer(store.uri("mlflow-artifacts"), store.env).start()
+        cluster = starting.result()
+    yield cluster, store, server
+    server.stop()
+    store.stop()
     cluster.stop()
 
 
 @pytest.fixture(scope="session")
-def object_store():
-    """An S3-compatible object store on loopback (moto's server mode) with one bucket."""
-    from tests.services import ObjectStoreServer
-
-    store = ObjectStoreServer().start()
-    yield store
-    store.stop()
+def ray_cluster(cluster_and_services):
+    """A real two-node cluster for the whole suite, on loopback: `ray start --head` (with the dashboard's
+    job server) and a second node joined with `ray start --address` and a resource of its own (`node2`);
+    4 logical CPUs in all, as the demo recipe asks (more than the 2 cores, so that Ray Data's actor
+    pipelines never starve)."""
+    return cluster_and_services[0]
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(object_store):
-    """`mlflow server`: a SQLite backend, run artifacts on the object store; what the demo job logs to."""
-    from tests.services import MlflowTrackingServer
+def object_store(cluster_and_services):
+    """An S3-compatible object store on loopback (moto's server mode) with one bucket."""
+    return cluster_and_services[1]
 
-    server = MlflowTrackingServer(object_store.uri("mlflow-artifacts"), object_store.env).start()
-    yield server
-    server.stop()
+
+@pytest.fixture(scope="session")
+def mlflow_server(cluster_and_services):
+    """`mlflow server`: a SQLite backend, run artifacts on the object store; what the demo job logs to."""
+    return cluster_and_services[2]
 
 
 @pytest.fixture(scope="session")
@@ -138,26 +150,61 @@ class DemoJob:
 
 
 @pytest.fixture(scope="session")
-def demo_job(ray_cluster, ray_session, object_store, mlflow_server) -> DemoJob:
+def demo_submission(ray_cluster, object_store, mlflow_server):
     """The small demo chain as users run it on a cluster: `ray job submit --working-dir . -- python
     workflows/full.py --config configs/demo.yaml --artifacts s3://...` against the suite's two-node
     cluster, artifacts on the object store, MLflow on the tracking server. The nodes hold no credentials:
-    the job brings them (`--runtime-env-json`). Run once."""
-    from tests.ray_cluster import job_placement
-
+    the job brings them (`--runtime-env-json`). Started once, as early as the session can (see
+    pytest_collection_modifyitems), and not waited for here: demo_job waits."""
     root_uri = object_store.uri(DEMO_PREFIX)
     entrypoint = ["python", "workflows/full.py", "--config", "configs/demo.yaml", "--artifacts", root_uri]
     for assignment in (*SMALL_DEMO, *ON_THE_CLUSTER):
         entrypoint += ["--set", assignment]
     env_vars = {**object_store.env, "MLFLOW_TRACKING_URI": mlflow_server.url}
-    finished = ray_cluster.submit(
-        entrypoint, REPO_ROOT, DEMO_SUBMISSION_ID, timeout_s=900, runtime_env={"env_vars": env_vars}
+    submission = ray_cluster.submit_in_background(
+        entrypoint, REPO_ROOT, DEMO_SUBMISSION_ID, runtime_env={"env_vars": env_vars}
     )
+    return root_uri, submission
+
+
+@pytest.fixture(scope="session")
+def demo_job(demo_submission, ray_cluster, ray_session, mlflow_server) -> DemoJob:
+    """The demo job, finished (it must succeed)."""
+    from tests.ray_cluster import job_placement
+
+    root_uri, submission = demo_submission
+    finished = submission.wait(timeout_s=900)
     output = finished.stdout + finished.stderr
     assert finished.returncode == 0, f"ray job submit failed:\n{output[-8000:]}\n{ray_cluster.log_tail()}"
     # Read now: later tests add tasks and actors of their own.
     placement = job_placement(ray_cluster.dashboard_url, DEMO_SUBMISSION_ID)
     return DemoJob(root_uri, output, mlflow_server.url, placement)
+
+
+def _runs_beside_the_demo_job(item: pytest.Item) -> bool:
+    """A test that needs neither the demo nor the cluster and kills nothing: it runs while the demo job
+    runs. (A test on the cluster could starve the job's actor pipelines, or they its; a kill test finds
+    processes by name and could hit the job's.)"""
+    uses_the_cluster = {"demo_job", "ray_cluster", "ray_session"} & set(item.fixturenames)
+    return not uses_the_cluster and item.get_closest_marker("reliability") is None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """When the session needs the demo job (about 3 minutes), submit it before the first test and run the
+    tests that do not need it first, while it runs; the rest keep their order."""
+    if not any("demo_job" in item.fixturenames for item in items):
+        return
+    items[:] = sorted(items, key=lambda item: not _runs_beside_the_demo_job(item))
+    config.stash[START_THE_DEMO_FIRST] = True
+
+
+START_THE_DEMO_FIRST = pytest.StashKey[bool]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _the_demo_job_starts_first(request):
+    if request.config.stash.get(START_THE_DEMO_FIRST, False):
+        request.getfixturevalue("demo_submission")
 
 
 @pytest.fixture(scope="session")
