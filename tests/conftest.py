@@ -150,61 +150,26 @@ class DemoJob:
 
 
 @pytest.fixture(scope="session")
-def demo_submission(ray_cluster, object_store, mlflow_server):
+def demo_job(ray_cluster, ray_session, object_store, mlflow_server) -> DemoJob:
     """The small demo chain as users run it on a cluster: `ray job submit --working-dir . -- python
     workflows/full.py --config configs/demo.yaml --artifacts s3://...` against the suite's two-node
     cluster, artifacts on the object store, MLflow on the tracking server. The nodes hold no credentials:
-    the job brings them (`--runtime-env-json`). Started once, as early as the session can (see
-    pytest_collection_modifyitems), and not waited for here: demo_job waits."""
+    the job brings them (`--runtime-env-json`). Run once."""
+    from tests.ray_cluster import job_placement
+
     root_uri = object_store.uri(DEMO_PREFIX)
     entrypoint = ["python", "workflows/full.py", "--config", "configs/demo.yaml", "--artifacts", root_uri]
     for assignment in (*SMALL_DEMO, *ON_THE_CLUSTER):
         entrypoint += ["--set", assignment]
     env_vars = {**object_store.env, "MLFLOW_TRACKING_URI": mlflow_server.url}
-    submission = ray_cluster.submit_in_background(
-        entrypoint, REPO_ROOT, DEMO_SUBMISSION_ID, runtime_env={"env_vars": env_vars}
+    finished = ray_cluster.submit(
+        entrypoint, REPO_ROOT, DEMO_SUBMISSION_ID, timeout_s=900, runtime_env={"env_vars": env_vars}
     )
-    return root_uri, submission
-
-
-@pytest.fixture(scope="session")
-def demo_job(demo_submission, ray_cluster, ray_session, mlflow_server) -> DemoJob:
-    """The demo job, finished (it must succeed)."""
-    from tests.ray_cluster import job_placement
-
-    root_uri, submission = demo_submission
-    finished = submission.wait(timeout_s=900)
     output = finished.stdout + finished.stderr
     assert finished.returncode == 0, f"ray job submit failed:\n{output[-8000:]}\n{ray_cluster.log_tail()}"
     # Read now: later tests add tasks and actors of their own.
     placement = job_placement(ray_cluster.dashboard_url, DEMO_SUBMISSION_ID)
     return DemoJob(root_uri, output, mlflow_server.url, placement)
-
-
-def _runs_beside_the_demo_job(item: pytest.Item) -> bool:
-    """A test that needs neither the demo nor the cluster and kills nothing: it runs while the demo job
-    runs. (A test on the cluster could starve the job's actor pipelines, or they its; a kill test finds
-    processes by name and could hit the job's.)"""
-    uses_the_cluster = {"demo_job", "ray_cluster", "ray_session"} & set(item.fixturenames)
-    return not uses_the_cluster and item.get_closest_marker("reliability") is None
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """When the session needs the demo job (about 3 minutes), submit it before the first test and run the
-    tests that do not need it first, while it runs; the rest keep their order."""
-    if not any("demo_job" in item.fixturenames for item in items):
-        return
-    items[:] = sorted(items, key=lambda item: not _runs_beside_the_demo_job(item))
-    config.stash[START_THE_DEMO_FIRST] = True
-
-
-START_THE_DEMO_FIRST = pytest.StashKey[bool]()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _the_demo_job_starts_first(request):
-    if request.config.stash.get(START_THE_DEMO_FIRST, False):
-        request.getfixturevalue("demo_submission")
 
 
 @pytest.fixture(scope="session")

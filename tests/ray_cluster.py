@@ -210,14 +210,8 @@ class LocalRayCluster:
         submission_id: str,
         timeout_s: float,
         runtime_env: dict | None = None,
-    ) -> subprocess.CompletedProcess:
+    ):
         """`ray job submit` exactly as a user types it; returns the finished CompletedProcess."""
-        return self.submit_in_background(entrypoint, working_dir, submission_id, runtime_env).wait(timeout_s)
-
-    def submit_in_background(
-        self, entrypoint: list[str], working_dir: Path, submission_id: str, runtime_env: dict | None = None
-    ) -> Submission:
-        """`ray job submit` started, not waited for: the suite runs other tests meanwhile."""
         command = [
             str(VENV_BIN / "ray"),
             "job",
@@ -229,7 +223,9 @@ class LocalRayCluster:
             "--",
             *entrypoint,
         ]
-        return Submission(command, Path(self.temp_dir) / f"submit-{submission_id}")
+        return subprocess.run(
+            command, env=cluster_env(), capture_output=True, text=True, timeout=timeout_s, check=False
+        )
 
     def stop(self) -> None:
         import psutil
@@ -259,30 +255,6 @@ class LocalRayCluster:
             time.sleep(0.1)
         self._nodes.clear()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
-class Submission:
-    """A `ray job submit` process whose output goes to files (a pipe nobody reads would fill and block)."""
-
-    def __init__(self, command: list[str], log_prefix: Path):
-        self.command = command
-        self._stdout, self._stderr = Path(f"{log_prefix}.out"), Path(f"{log_prefix}.err")
-        with open(self._stdout, "wb") as out, open(self._stderr, "wb") as err:
-            self.process = subprocess.Popen(command, env=cluster_env(), stdout=out, stderr=err)
-
-    def wait(self, timeout_s: float) -> subprocess.CompletedProcess:
-        try:
-            returncode = self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
-        return subprocess.CompletedProcess(
-            self.command,
-            returncode,
-            self._stdout.read_text(errors="replace"),
-            self._stderr.read_text(errors="replace"),
-        )
 
 
 def job_placement(dashboard_url: str, submission_id: str) -> dict[str, list[str]]:

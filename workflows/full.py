@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     # Heavy imports after validation, so --help, --dry-run and config errors answer fast.
     from workflows.ray_runtime import ensure_ray, ray_job_submission_id
     from workflows.runner import execute_plan, format_summary
-    from workflows.tracking import WorkflowTracker, default_tracking_uri
+    from workflows.tracking import WorkflowTracker, default_tracking_uri, experiment_link
 
     if to_run:  # a fully cached chain only reads manifests: no need to start or join Ray
         print(ensure_ray(recipe.ray), flush=True)
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     print("every stage was cached: nothing executed" if not ran else f"executed: {', '.join(ran)}")
     print(
         f"MLflow: {tracking_uri} (experiment {recipe.experiment!r}); open it with:\n"
-        f"  mlflow ui --backend-store-uri {tracking_uri}"
+        + experiment_link(tracking_uri, tracker.experiment_id)
     )
     return 0
 

@@ -16,10 +16,22 @@ from ops.artifact_dir import ArtifactDir
 from ops.hashing import flatten
 
 MAX_PARAM_CHARS = 6000  # MLflow rejects longer param values
-# MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces, "Detect Issues");
-# "custom_model_development" opens it on the runs table, the view for training experiments.
+# What an experiment is for, as MLflow 3 records it: a training experiment, not a GenAI one. MLflow 3.17's
+# own UI decides its view per browser instead (a "GenAI | Model training" switch, GenAI by default, or the
+# `workflowType` query parameter), so the links this project prints carry that parameter too.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def experiment_link(tracking_uri: str, experiment_id: str) -> str:
+    """How to open the experiment on its runs table: the tracking server's page, or for a SQLite store the
+    `mlflow ui` command and the page it will serve."""
+    page = f"/#/experiments/{experiment_id}?{MODEL_TRAINING_VIEW}"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"  {tracking_uri.rstrip('/')}{page}"
+    return f"  mlflow ui --backend-store-uri {tracking_uri}\n  then {LOCAL_UI}{page}"
 
 
 def default_tracking_uri(artifact_root: str) -> str:

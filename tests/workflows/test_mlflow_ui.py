@@ -104,15 +104,20 @@ def test_a_stage_run_page_shows_its_metrics_and_its_parent(mlflow_ui, tmp_path):
     assert shown and float(shown.group(1)) == pytest.approx(recall)
 
 
-def test_the_experiment_opens_on_its_training_runs(mlflow_ui, tmp_path):
+def test_the_link_the_workflow_prints_opens_the_experiment_on_its_training_runs(
+    mlflow_ui, demo_job, tmp_path
+):
     """Not on MLflow 3's GenAI overview (traces, "Detect Issues"): the experiment is tagged as model
-    training, so its plain address shows the runs table."""
+    training, and the page the job's log points to asks for the model-training view."""
     url, store = mlflow_ui
     experiment, runs, _, _ = _the_jobs_runs(store)
     assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
-    page = rendered_text(f"{url}/#/experiments/{experiment.experiment_id}", tmp_path / "profile")
+    printed = re.search(rf"^  ({re.escape(url)}/#/experiments/\S+)$", demo_job.output, flags=re.M)
+    assert printed, demo_job.output[-2000:]
+    assert printed.group(1) == f"{url}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning"
+    page = rendered_text(printed.group(1), tmp_path / "profile")
     assert f"{len(runs)} matching runs" in page, page[:3000]
-    assert "Detect Issues" not in page and "Traces" not in page.split("matching runs")[0], page[:3000]
+    assert "Detect Issues" not in page, page[:3000]
 
 
 def test_the_vision_runs_eval_chart_has_one_point_per_evaluation_in_step_order(mlflow_ui, tmp_path):

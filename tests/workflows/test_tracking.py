@@ -28,3 +28,16 @@ def test_tracker_restores_the_callers_tracking_uri(tmp_path, monkeypatch):
         experiment = tracker.client.get_experiment(tracker.experiment_id)
         assert experiment.artifact_location == (tmp_path / "mlflow-artifacts").as_uri()
     assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_links_open_the_model_training_view():
+    from workflows.tracking import experiment_link
+
+    assert experiment_link("http://mlflow:5000/", "7") == (
+        "  http://mlflow:5000/#/experiments/7?workflowType=machine_learning"
+    )
+    local = experiment_link("sqlite:////data/mlflow.db", "1")
+    assert local.splitlines() == [
+        "  mlflow ui --backend-store-uri sqlite:////data/mlflow.db",
+        "  then http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning",
+    ]
