@@ -17,6 +17,7 @@ from typing import Literal
 from models.text_encoder import TextEncoderConfig
 from models.text_encoder_io import LoraSpec
 from ops.config_schema import check, check_model_reference
+from ops.errors import BadInputError
 from ops.hashing import NOT_IN_KEY
 from ops.manifest import StageCounts
 from pipelines.base import StageContext, StageOutcome, StageSpec
@@ -119,9 +120,10 @@ def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOut
     train, held_out, unusable = collect_pairs(ctx.inputs["download"], ctx.inputs.get("recaption"), config)
     training = training_pairs(train, config.hard_negatives, seed=config.seed)
     if training.num_rows < config.batch_size_per_worker * config.num_workers:
-        raise ValueError(
-            f"finetune_text: {training.num_rows} training pairs, fewer than one global batch "
-            f"({config.num_workers} workers x {config.batch_size_per_worker})"
+        raise BadInputError(
+            f"finetune_text: {training.num_rows} training pairs, fewer than one global batch of "
+            f"num_workers={config.num_workers} x batch_size_per_worker={config.batch_size_per_worker}; "
+            "lower finetune_text.batch_size_per_worker or finetune_text.num_workers, or add data"
         )
     ctx.artifact.write_parquet_atomic("pairs/train.parquet", training)
     ctx.artifact.write_parquet_atomic("pairs/eval.parquet", held_out)

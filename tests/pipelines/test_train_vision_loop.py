@@ -205,3 +205,13 @@ def test_held_out_set_stops_at_its_cap_and_is_empty_without_the_split(demo_data)
     }
     assert torch.equal(held_out["dense"][0], held_out["original"][0])  # the same images, two captions each
     assert eval_arrays(shards, sidecars, "no-such-split", transform, ("dense",), max_samples=5) == {}
+
+
+def test_too_few_training_samples_for_the_workers_fail_before_training_naming_the_fields():
+    from ops.errors import BadInputError
+    from pipelines.train_vision import check_every_worker_has_a_batch
+
+    config = TrainVisionConfig(num_workers=2, batch_size_per_worker=12)
+    check_every_worker_has_a_batch({"a.tar": 20, "b.tar": 4}, config)  # 12 each: one batch
+    with pytest.raises(BadInputError, match=r"23 training samples in 2 shards give each of num_workers=2 "):
+        check_every_worker_has_a_batch({"a.tar": 20, "b.tar": 3}, config)

@@ -65,9 +65,19 @@ def test_unchanged_second_run_executes_nothing_and_says_so(demo_root, capsys):
     assert _executed(out) == []
 
 
-def test_config_change_reruns_that_stage_and_downstream_only(tmp_path, ray_session, capsys, chain_recipe):
+def _a_run_of_the_chain(demo_root: Path, root: Path) -> None:
+    """The state a first run of chain_recipe leaves: its three stages have the demo's configs and inputs,
+    so the demo's artifacts are theirs (same keys)."""
+    for stage in ("scenes", "tiny_models", "download"):
+        shutil.copytree(demo_root / stage, root / stage)
+
+
+def test_config_change_reruns_that_stage_and_downstream_only(
+    tmp_path, demo_root, ray_session, capsys, chain_recipe
+):
+    _a_run_of_the_chain(demo_root, tmp_path)
     assert run_workflow(tmp_path, recipe=chain_recipe) == 0
-    capsys.readouterr()
+    assert _executed(capsys.readouterr().out) == []
     assert run_workflow(tmp_path, overrides=(*SMALL_DEMO, "tiny_models.seed=1"), recipe=chain_recipe) == 0
     assert _executed(capsys.readouterr().out) == ["tiny_models"]
     assert run_workflow(tmp_path, overrides=(*SMALL_DEMO, "scenes.seed=1"), recipe=chain_recipe) == 0
@@ -78,9 +88,9 @@ def test_config_change_reruns_that_stage_and_downstream_only(tmp_path, ray_sessi
 
 
 def test_directory_without_manifest_is_rerun_and_killed_shards_resume(
-    tmp_path, ray_session, capsys, chain_recipe
+    tmp_path, demo_root, ray_session, capsys, chain_recipe
 ):
-    assert run_workflow(tmp_path, recipe=chain_recipe) == 0
+    _a_run_of_the_chain(demo_root, tmp_path)
     tiny_dir = _only_complete(tmp_path, "tiny_models")
     (tiny_dir / "manifest.json").unlink()
     shutil.rmtree(tiny_dir / "llm")
