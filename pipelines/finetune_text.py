@@ -154,7 +154,7 @@ def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOut
 
 STAGE = StageSpec(
     name="finetune_text",
-    code_version="2",
+    code_version="3",  # 3: batches dealt by (seed, step, rank), not by Ray Data's split
     config_cls=FinetuneTextConfig,
     inputs=("download", "tiny_models"),
     run=run_finetune_text,
