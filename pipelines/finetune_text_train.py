@@ -162,12 +162,15 @@ def train_worker(settings: dict[str, Any]) -> None:
     def on_step(step: int, metrics: dict[str, float]) -> None:
         pending.append((step, metrics))
         final = step >= config.max_steps
-        if client is not None and (step % LOG_EVERY_STEPS == 0 or final):
+        checkpoint_now = step % config.checkpoint_every_steps == 0 or final
+        # Flushed before every checkpoint too: the steps a checkpoint covers are in MLflow before it is
+        # reported, so a run killed after it and resumed from it leaves no step without its loss.
+        if client is not None and (step % LOG_EVERY_STEPS == 0 or checkpoint_now):
             for logged_step, logged in pending:
                 for name, value in logged.items():
                     client.log_metric(settings["run_id"], f"train_{name}", value, step=logged_step)
             pending.clear()
-        if step % config.checkpoint_every_steps == 0 or final:
+        if checkpoint_now:
             with tempfile.TemporaryDirectory() as folder:
                 if rank == 0:
                     state = {

@@ -177,6 +177,7 @@ def test_finetune_text_driver_killed_then_a_worker_killed_resumes_twice(
     compared = _assert_resumed_equals_uninterrupted(
         demo_copy, stage_dir, sqlite_store(finetune_reference), reference, "finetune_text", "encoder"
     )
+    # Every step: rank 0 flushes its losses before each checkpoint, and a resumed run redoes the rest.
     assert compared == list(range(1, 13))
     assert_same_tensors(stage_dir / "mntp_model", reference / "mntp_model")
     resumed = int(manifest["metrics"]["resumed_from_step"])
