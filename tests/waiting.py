@@ -27,11 +27,18 @@ def wait_until(condition: Callable[[], T], timeout_s: float, what: str, poll_s: 
 
 
 def processes_matching(*fragments: str) -> list[psutil.Process]:
-    """Live processes whose command line contains any of the fragments."""
+    """Running processes started by this test session (its descendants: the suite's Ray nodes and their
+    workers, the drivers it runs) whose command line contains any of the fragments. Only descendants: a
+    Ray, a demo or another suite running beside this one has processes of the same names."""
+    from tests.ray_cluster import is_alive
+
     found = []
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        command = " ".join(process.info["cmdline"] or [])
-        if any(fragment in command for fragment in fragments):
+    for process in psutil.Process().children(recursive=True):
+        try:
+            command = " ".join(process.cmdline())
+        except psutil.Error:  # gone, or a zombie, since the listing
+            continue
+        if any(fragment in command for fragment in fragments) and is_alive(process):
             found.append(process)
     return found
 

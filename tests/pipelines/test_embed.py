@@ -15,7 +15,6 @@ from pathlib import Path
 
 import fsspec
 import numpy as np
-import psutil
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -24,7 +23,7 @@ from models.text_encoder_io import load_text_encoder
 from ops.embedding_sidecar import field_matrix
 from ops.webdataset_io import iter_samples
 from tests.conftest import REPO_ROOT
-from tests.waiting import kill_and_wait_gone, processes_matching
+from tests.waiting import kill_and_wait_gone, processes_matching, wait_until
 
 
 def _only_complete(root: Path, stage: str) -> Path:
@@ -79,16 +78,14 @@ def _kill_an_embedder_actor_after(output: Path, markers: int, killed: list[int])
     """SIGKILL the Ray Data actor that embeds (a Ray worker) once `markers` shards are complete."""
 
     def watch() -> None:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and len(list(output.glob("_shards/*.json"))) < markers:
-            time.sleep(0.02)
-        while time.monotonic() < deadline and not killed:
-            for process in psutil.process_iter(["pid", "cmdline"]):
-                if "ShardEmbedder" in " ".join(process.info["cmdline"] or []):
-                    process.kill()
-                    killed.append(process.info["pid"])
-                    return
-            time.sleep(0.02)
+        try:
+            done = lambda: len(list(output.glob("_shards/*.json"))) >= markers  # noqa: E731
+            wait_until(done, 240, "shard markers", 0.02)
+            actors = wait_until(lambda: processes_matching("ShardEmbedder"), 60, "the embedding actor", 0.02)
+        except AssertionError:
+            return  # nothing killed: the test's check of `killed` says so
+        actors[0].kill()
+        killed.append(actors[0].pid)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()

@@ -18,7 +18,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -26,6 +25,7 @@ import pytest
 from tests.conftest import FINETUNE_SETTINGS, REPO_ROOT, SMALL_DEMO, copy_of_demo, new_stage_dir
 from tests.ray_train_faults import kill_a_worker_when, registered_checkpoint_steps
 from tests.training_records import assert_same_tensors, logged_steps, sqlite_store
+from tests.waiting import processes_matching, wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -84,13 +84,12 @@ def _complete(root: Path, stage: str) -> Path:
 
 def _wait_for_train_workers_to_go(timeout_s: float = 60) -> None:
     """Ray ends a dead driver's workers within seconds; the next run must not race them."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        names = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
-        if not any("RayTrainWorker" in n or "TrainController" in n for n in names):
-            return
-        time.sleep(0.2)
-    raise AssertionError("Ray Train workers of the killed driver are still running")
+    wait_until(
+        lambda: not processes_matching("RayTrainWorker", "TrainController"),
+        timeout_s,
+        "the killed driver's Ray Train workers to end",
+        poll_s=0.2,
+    )
 
 
 @pytest.fixture
