@@ -222,7 +222,10 @@ def build_caption_processor(config: RecaptionConfig, model: str, prompt: str):
         if config.tensor_parallel_size == 1:
             # The model runs in the engine-core process: vLLM's CPU default ("mp") spawns a worker process
             # of its own that imports torch and vLLM again, about 16 s of each engine start on 2 cores.
+            # vLLM's CPU platform turns "uni" back into "mp" unless V1 multiprocessing is off; ray.data.llm
+            # runs AsyncLLM, whose engine core is a process of its own whatever that setting says.
             engine_kwargs["distributed_executor_backend"] = "uni"
+            env_vars["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         # Without CPU bundles the engine actor waits forever for a GPU.
         placement = {"bundles": [{"CPU": 1}] * config.tensor_parallel_size}
     if Path(model).is_dir() or is_remote(model):
