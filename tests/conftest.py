@@ -61,15 +61,22 @@ def cluster_and_services():
         cluster.add_worker_node(num_cpus=2, resources={"node2": 1})
         return cluster
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        starting = pool.submit(start_cluster)
-        store = ObjectStoreServer().start()
-        server = MlflowTrackingServer(store.uri("mlflow-artifacts"), store.env).start()
-        cluster = starting.result()
-    yield cluster, store, server
-    server.stop()
-    store.stop()
-    cluster.stop()
+    started: list = []  # what is up, stopped in reverse order even when a later start fails
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            starting = pool.submit(start_cluster)
+            try:
+                store = ObjectStoreServer().start()
+                started.append(store)
+                server = MlflowTrackingServer(store.uri("mlflow-artifacts"), store.env).start()
+                started.append(server)
+            finally:
+                cluster = starting.result()  # waits for the thread; raises if the cluster failed
+                started.insert(0, cluster)
+        yield cluster, store, server
+    finally:
+        for service in reversed(started):
+            service.stop()
 
 
 @pytest.fixture(scope="session")

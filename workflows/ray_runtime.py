@@ -34,7 +34,9 @@ def ensure_ray(config: RayConfig) -> str:
         return f"joined Ray cluster at {address}"
     # "local" and not None: without it ray.init() quietly joins whatever `ray start` last left running on
     # this machine, and then refuses num_cpus. A cluster is joined only when RAY_ADDRESS names it.
-    kwargs = {"address": "local", "num_cpus": config.num_cpus, "include_dashboard": False}
+    # The dashboard also serves Ray's state API, which Ray Train's placement-group cleaner polls every
+    # second: without it each poll logs "Failed to query Ray Train Controller actor state".
+    kwargs = {"address": "local", "num_cpus": config.num_cpus, "include_dashboard": True}
     if config.object_store_mib:
         kwargs["object_store_memory"] = config.object_store_mib * 1024 * 1024
     ray.init(**kwargs)
