@@ -113,7 +113,7 @@ def finetune_inputs(config: FinetuneTextConfig) -> tuple[str, ...]:
 
 
 def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOutcome:
-    from pipelines.finetune_text_train import evaluate_cra, run_training
+    from pipelines.finetune_text_train import run_training
 
     started = time.perf_counter()
     base_model = config.base_model or ctx.inputs["tiny_models"].child_uri("llm")
@@ -127,16 +127,17 @@ def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOut
         )
     ctx.artifact.write_parquet_atomic("pairs/train.parquet", training)
     ctx.artifact.write_parquet_atomic("pairs/eval.parquet", held_out)
-    result = run_training(config, base_model, ctx.artifact.child_uri("pairs/train.parquet"), ctx)
-    encoder_uri = ctx.artifact.child_uri("encoder")
-    cra_base = evaluate_cra(base_model, config, held_out, trust_remote_code=config.trust_remote_code)
-    cra_tuned = evaluate_cra(
-        encoder_uri, config, held_out, trust_remote_code=config.trust_remote_code, saved=True
+    # CRA before and after comes back from rank 0, which holds both models anyway: the driver (often a
+    # CPU head node) never loads the LLM.
+    result = run_training(
+        config,
+        base_model,
+        ctx.artifact.child_uri("pairs/train.parquet"),
+        ctx.artifact.child_uri("pairs/eval.parquet"),
+        ctx,
     )
     metrics = {
         **result,
-        "cra_base": cra_base,
-        "cra_finetuned": cra_tuned,
         "num_train_images": float(train.num_rows),
         "num_train_pairs": float(training.num_rows),
         "num_eval_pairs": float(held_out.num_rows),

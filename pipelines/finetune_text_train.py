@@ -46,10 +46,43 @@ def read_training_pairs(pairs_uri: str) -> pa.Table:
     return table.drop_columns([c for c in ("key", "kind") if c in table.column_names])
 
 
-def _mntp_backbone(config, settings: dict[str, Any], pairs: pa.Table, device, log):
+def read_held_out_pairs(eval_pairs_uri: str) -> pa.Table:
+    """pairs/eval.parquet: the held-out images' (original, dense) captions that CRA scores."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    with fsspec.open(eval_pairs_uri, "rb") as handle:
+        return pq.read_table(handle, columns=["original", "dense"])
+
+
+def held_out_cra(encoder, tokenizer, held_out: pa.Table) -> float:
+    """CRA of an encoder on the held-out pairs: each original caption must retrieve its own dense one.
+    In eval mode and without gradients, so it draws no random numbers and leaves training as it was."""
+    from ops.retrieval_metrics import caption_retrieval_accuracy
+
+    modes = {module: module.training for module in encoder.modules()}
+    encoder.eval()
+    first = encoder.encode(tokenizer, held_out["original"].to_pylist())
+    second = encoder.encode(tokenizer, held_out["dense"].to_pylist())
+    for module, training in modes.items():
+        module.train(training)
+    return caption_retrieval_accuracy(first, second)
+
+
+def _base_cra(backbone, tokenizer, config, held_out: pa.Table, device) -> float:
+    """CRA of the base LLM under the stage's pooling settings (before MNTP and LoRA), on the worker's
+    device (the backbone moves there in place; training moves it there next anyway)."""
+    from models.text_encoder import LLMTextEncoder
+
+    encoder = LLMTextEncoder(backbone, dataclasses.replace(config.encoder)).to(device)
+    return held_out_cra(encoder, tokenizer, held_out)
+
+
+def _mntp_backbone(config, settings: dict[str, Any], pairs: pa.Table, device, log, base_cra):
     """LLM2Vec's MNTP step before contrastive training: LoRA on the causal LM, merged afterwards. Rank 0
     saves the merged model under the artifact (mntp_model/), so a restarted worker or a rerun loads it
-    instead of training it again. Returns (backbone, tokenizer)."""
+    instead of training it again. base_cra(base model, tokenizer) sees the base LLM before MNTP when it is
+    loaded here; otherwise the base is loaded for it. Returns (backbone, tokenizer)."""
     import torch.distributed as dist
 
     from models.text_encoder_io import apply_lora, enable_gradient_checkpointing
@@ -59,9 +92,11 @@ def _mntp_backbone(config, settings: dict[str, Any], pairs: pa.Table, device, lo
 
     artifact = ArtifactDir(settings["artifact_uri"])
     if artifact.exists(f"{MNTP_FOLDER}/{MNTP_DONE}"):
+        base_cra(*_load_backbone(settings["base_model"], config.trust_remote_code))
         with artifact.local_copy(MNTP_FOLDER) as folder:
             return _load_backbone(folder, config.trust_remote_code)
     causal, tokenizer = _load_backbone(settings["base_model"], config.trust_remote_code, causal_lm=True)
+    base_cra(causal.base_model, tokenizer)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(causal)
     if config.lora is not None:
@@ -96,8 +131,9 @@ def _mntp_backbone(config, settings: dict[str, Any], pairs: pa.Table, device, lo
     return causal.base_model, tokenizer
 
 
-def train_worker(settings: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker; torch.distributed (gloo/nccl) is up when it starts."""
+def train_worker(settings: dict[str, Any]) -> dict[str, float] | None:
+    """Runs on every Ray Train worker; torch.distributed (gloo/nccl) is up when it starts. Rank 0 returns
+    the held-out CRA of the base LLM and of the trained encoder (Ray Train hands it to the driver)."""
     import mlflow
     import ray.train
     import ray.train.torch
@@ -117,16 +153,23 @@ def train_worker(settings: dict[str, Any]) -> None:
     if rank == 0 and settings.get("tracking_uri") and settings.get("run_id"):
         client = mlflow.MlflowClient(settings["tracking_uri"])
     pairs = read_training_pairs(settings["pairs_uri"])
+    held_out = read_held_out_pairs(settings["eval_pairs_uri"]) if rank == 0 else None
+    cra: dict[str, float] = {}
+
+    def base_cra(backbone, tokenizer) -> None:
+        if rank == 0:
+            cra["cra_base"] = _base_cra(backbone, tokenizer, config, held_out, device)
 
     def log_mntp(step: int, metrics: dict[str, float]) -> None:
         if client is not None and (step % LOG_EVERY_STEPS == 0 or step == config.mntp_steps):
             client.log_metric(settings["run_id"], "train_mntp_loss", metrics["mntp_loss"], step=step)
 
     if config.mntp_steps > 0:  # the base LLM is loaded once either way: 8B weights are slow to read
-        backbone, tokenizer = _mntp_backbone(config, settings, pairs, device, log_mntp)
+        backbone, tokenizer = _mntp_backbone(config, settings, pairs, device, log_mntp, base_cra)
         backbone = backbone.cpu()
     else:
         backbone, tokenizer = _load_backbone(settings["base_model"], config.trust_remote_code)
+        base_cra(backbone, tokenizer)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(backbone)
     torch.manual_seed(config.seed)  # LoRA's initial weights: the same whether or not MNTP ran first
@@ -194,49 +237,39 @@ def train_worker(settings: dict[str, Any]) -> None:
     train_steps(
         encoder, tokenizer, batches, loop, optimizer, scheduler, start_step, on_step, device, autocast
     )
-    if rank == 0:
-        artifact = ArtifactDir(settings["artifact_uri"])
-        with artifact.local_dir("encoder") as folder:
-            save_text_encoder(encoder.cpu().eval(), tokenizer, folder)
+    if rank != 0:
+        return None
+    # Before saving: the save merges LoRA into the backbone.
+    cra["cra_finetuned"] = held_out_cra(encoder, tokenizer, held_out)
+    artifact = ArtifactDir(settings["artifact_uri"])
+    with artifact.local_dir("encoder") as folder:
+        save_text_encoder(encoder.cpu().eval(), tokenizer, folder)
+    return cra
 
 
-def run_training(config, base_model: str, pairs_uri: str, ctx: StageContext) -> dict[str, float]:
+def run_training(
+    config, base_model: str, pairs_uri: str, eval_pairs_uri: str, ctx: StageContext
+) -> dict[str, float]:
     """TorchTrainer over the training pairs (pairs/train.parquet, which every worker reads and deals
-    itself: see finetune_text_batches); Ray Train's storage under the artifact resumes a rerun."""
+    itself: see finetune_text_batches); Ray Train's storage under the artifact resumes a rerun. Returns
+    the run's metrics with cra_base and cra_finetuned on the held-out pairs."""
     from pipelines.ray_train_fit import fit_in_artifact
 
-    loop_config = {"config": config, "base_model": base_model, "pairs_uri": pairs_uri}
+    loop_config = {
+        "config": config,
+        "base_model": base_model,
+        "pairs_uri": pairs_uri,
+        "eval_pairs_uri": eval_pairs_uri,
+    }
     result, elapsed = fit_in_artifact(train_worker, loop_config, config, ctx)
     steps = config.max_steps - int(result.metrics.get("start_step", 0))
     pairs = steps * config.batch_size_per_worker * config.num_workers
     loop_s = float(result.metrics.get("loop_s", elapsed))
     return {
+        **result.return_value,  # rank 0's CRA before and after
         "final_loss": float(result.metrics.get("loss", float("nan"))),
         "resumed_from_step": float(result.metrics.get("start_step", 0)),
         "train_s": elapsed,  # fit() wall time: worker start, model load, MNTP, steps, checkpoints
         "pairs_per_s": pairs / max(elapsed, 1e-9),
         "loop_pairs_per_s": pairs / max(loop_s, 1e-9),  # the training steps alone, on rank 0's clock
     }
-
-
-def evaluate_cra(
-    model: str, config, held_out: pa.Table, trust_remote_code: bool = False, saved: bool = False
-) -> float:
-    """CRA of a base LLM (same pooling settings) or of a saved encoder folder, on the held-out pairs."""
-    from models.text_encoder import LLMTextEncoder
-    from models.text_encoder_io import load_text_encoder
-    from ops.retrieval_metrics import caption_retrieval_accuracy
-
-    if saved:
-        with ArtifactDir(model).local_copy("") as folder:
-            encoder, tokenizer = load_text_encoder(folder, trust_remote_code=trust_remote_code)
-        return _cra(encoder, tokenizer, held_out, caption_retrieval_accuracy)
-    backbone, tokenizer = _load_backbone(model, trust_remote_code)
-    encoder = LLMTextEncoder(backbone.eval(), dataclasses.replace(config.encoder))
-    return _cra(encoder, tokenizer, held_out, caption_retrieval_accuracy)
-
-
-def _cra(encoder, tokenizer, held_out: pa.Table, metric) -> float:
-    first = encoder.encode(tokenizer, held_out["original"].to_pylist())
-    second = encoder.encode(tokenizer, held_out["dense"].to_pylist())
-    return metric(first, second)

@@ -44,6 +44,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # traceback for each failed query after pytest's summary. (The workflow switches off only Ray Data's part,
 # and only when no Prometheus is configured: workflows/ray_runtime.py.)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray Train's controller polls its workers every 2 s by default, so each run's end and each killed worker
+# are seen up to 2 s late; the suite's many short runs and kills wait for them. Nodes inherit it.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 # Before anything imports Ray: Ray reads its auth mode once per process.
 use_a_test_token()
 

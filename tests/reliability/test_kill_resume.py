@@ -82,10 +82,20 @@ def _complete(root: Path, stage: str) -> Path:
     return folder
 
 
-def _wait_for_train_workers_to_go(timeout_s: float = 60) -> None:
-    """Ray ends a dead driver's workers within seconds; the next run must not race them."""
+TRAIN_PROCESSES = ("RayTrainWorker", "TrainController")
+
+
+def _train_processes() -> set[tuple[int, float]]:
+    """(pid, start time) of the session's Ray Train processes: a pid alone may be reused."""
+    return {(p.pid, p.create_time()) for p in processes_matching(*TRAIN_PROCESSES)}
+
+
+def _wait_for_train_workers_to_go(already_running: set[tuple[int, float]], timeout_s: float = 60) -> None:
+    """Ray ends a dead driver's workers within seconds; the next run must not race them. Only the killed
+    driver's: a Ray Train controller of a run in the test process itself lives as long as Ray's SIGINT
+    handler holds its handle (until that process's next fit), and is not this test's business."""
     wait_until(
-        lambda: not processes_matching("RayTrainWorker", "TrainController"),
+        lambda: not (_train_processes() - already_running),
         timeout_s,
         "the killed driver's Ray Train workers to end",
         poll_s=0.2,
@@ -110,12 +120,13 @@ def _kill_the_driver_then_lose_a_worker(
     """Run `settings` until its stage registers a checkpoint and SIGKILL the driver; run it again while a
     Ray Train worker is SIGKILLed once a checkpoint at or past `worker_after_step` is registered.
     Returns (stage dir, checkpoint steps at the driver's kill, the rerun's output, killed worker pids)."""
+    already_running = _train_processes()
     first = Workflow(root, ray_address, *settings)
     first.kill_when(lambda _: _registered_steps_of_new_run(root, stage, demo_root))
     stage_dir = new_stage_dir(root, demo_root, stage)
     assert not (stage_dir / "manifest.json").exists()
     steps_at_kill = registered_checkpoint_steps(stage_dir / "train")
-    _wait_for_train_workers_to_go()
+    _wait_for_train_workers_to_go(already_running)
 
     killed: list[int] = []
     ready = lambda steps: any(s >= worker_after_step for s in steps)  # noqa: E731
