@@ -81,8 +81,9 @@ def _base_cra(backbone, tokenizer, config, held_out: pa.Table, device) -> float:
 def _mntp_backbone(config, settings: dict[str, Any], pairs: pa.Table, device, log, base_cra):
     """LLM2Vec's MNTP step before contrastive training: LoRA on the causal LM, merged afterwards. Rank 0
     saves the merged model under the artifact (mntp_model/), so a restarted worker or a rerun loads it
-    instead of training it again. base_cra(base model, tokenizer) sees the base LLM before MNTP when it is
-    loaded here; otherwise the base is loaded for it. Returns (backbone, tokenizer)."""
+    instead of training it again. base_cra(load) scores the base LLM before MNTP; load() returns the one
+    loaded here, or loads it when MNTP is already done (only rank 0 calls it).
+    Returns (backbone, tokenizer)."""
     import torch.distributed as dist
 
     from models.text_encoder_io import apply_lora, enable_gradient_checkpointing
@@ -92,11 +93,11 @@ def _mntp_backbone(config, settings: dict[str, Any], pairs: pa.Table, device, lo
 
     artifact = ArtifactDir(settings["artifact_uri"])
     if artifact.exists(f"{MNTP_FOLDER}/{MNTP_DONE}"):
-        base_cra(*_load_backbone(settings["base_model"], config.trust_remote_code))
+        base_cra(lambda: _load_backbone(settings["base_model"], config.trust_remote_code))
         with artifact.local_copy(MNTP_FOLDER) as folder:
             return _load_backbone(folder, config.trust_remote_code)
     causal, tokenizer = _load_backbone(settings["base_model"], config.trust_remote_code, causal_lm=True)
-    base_cra(causal.base_model, tokenizer)
+    base_cra(lambda: (causal.base_model, tokenizer))
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(causal)
     if config.lora is not None:
@@ -156,9 +157,9 @@ def train_worker(settings: dict[str, Any]) -> dict[str, float] | None:
     held_out = read_held_out_pairs(settings["eval_pairs_uri"]) if rank == 0 else None
     cra: dict[str, float] = {}
 
-    def base_cra(backbone, tokenizer) -> None:
+    def base_cra(load) -> None:  # load() -> (base backbone, tokenizer); only rank 0 needs them
         if rank == 0:
-            cra["cra_base"] = _base_cra(backbone, tokenizer, config, held_out, device)
+            cra["cra_base"] = _base_cra(*load(), config, held_out, device)
 
     def log_mntp(step: int, metrics: dict[str, float]) -> None:
         if client is not None and (step % LOG_EVERY_STEPS == 0 or step == config.mntp_steps):
@@ -169,7 +170,7 @@ def train_worker(settings: dict[str, Any]) -> dict[str, float] | None:
         backbone = backbone.cpu()
     else:
         backbone, tokenizer = _load_backbone(settings["base_model"], config.trust_remote_code)
-        base_cra(backbone, tokenizer)
+        base_cra(lambda: (backbone, tokenizer))
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(backbone)
     torch.manual_seed(config.seed)  # LoRA's initial weights: the same whether or not MNTP ran first
