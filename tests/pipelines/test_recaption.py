@@ -65,7 +65,8 @@ def test_demo_recaption_is_keyed_one_to_one_with_the_images(demo_root, demo_job,
         assert row["caption"] and row["original_caption"]
     # The page shows the first shard's first 16 samples in the order the shard holds them (img2dataset
     # writes them as downloads finish, not in key order), each with its caption when it was accepted.
-    page = (folder / "samples.html").read_text()
+    # Bytes, decoded as they are: read_text() would turn a "\r" that the captioner generated into "\n".
+    page = (folder / "samples.html").read_bytes().decode("utf-8")
     assert page.count("<img src=") >= 8
     shard = list_shards(str(download / "shards"))[0]
     shown = [s["key"] for s in itertools.islice(iter_samples(fsspec.filesystem("file"), shard), 16)]
