@@ -14,6 +14,7 @@ from workflows.recipe import RayConfig
 # end of a run. RAY_DATA_USAGE_DISABLED=1 is Ray Data's own switch for that collection.
 PROMETHEUS_HOST = "RAY_PROMETHEUS_HOST"
 DATA_USAGE_SWITCH = "RAY_DATA_USAGE_DISABLED"
+PREEMPTION_WATCHER_SWITCH = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 def quiet_data_usage_without_prometheus() -> None:
@@ -36,6 +37,10 @@ def ensure_ray(config: RayConfig) -> str:
     # this machine, and then refuses num_cpus. A cluster is joined only when RAY_ADDRESS names it.
     # The dashboard also serves Ray's state API, which Ray Train's placement-group cleaner polls every
     # second: without it each poll logs "Failed to query Ray Train Controller actor state".
+    # Ray Train's preemption watcher polls for node drains, which a single local machine never has; it is one
+    # more actor process per training run (3-4 s of each run's start on 2 cores). Nodes inherit this
+    # process's environment, so it must be set before ray.init; a user's own setting wins.
+    os.environ.setdefault(PREEMPTION_WATCHER_SWITCH, "0")
     kwargs = {"address": "local", "num_cpus": config.num_cpus, "include_dashboard": True}
     if config.object_store_mib:
         kwargs["object_store_memory"] = config.object_store_mib * 1024 * 1024
