@@ -163,55 +163,26 @@ class DemoJob:
 
 
 @pytest.fixture(scope="session")
-def demo_submission(ray_cluster, object_store, mlflow_server, tmp_path_factory):
+def demo_job(ray_cluster, ray_session, object_store, mlflow_server) -> DemoJob:
     """The small demo chain as users run it on a cluster: `ray job submit --working-dir . -- python
     workflows/full.py --config configs/demo.yaml --artifacts s3://...` against the suite's two-node
     cluster, artifacts on the object store, MLflow on the tracking server. The nodes hold no credentials:
-    the job brings them (`--runtime-env-json`). Submitted once, when the session starts (see
-    demo_job_in_the_background), and not waited for here."""
-    entrypoint = ["python", "workflows/full.py", "--config", "configs/demo.yaml", "--artifacts"]
-    entrypoint.append(object_store.uri(DEMO_PREFIX))
+    the job brings them (`--runtime-env-json`). Run once."""
+    from tests.ray_cluster import job_placement
+
+    root_uri = object_store.uri(DEMO_PREFIX)
+    entrypoint = ["python", "workflows/full.py", "--config", "configs/demo.yaml", "--artifacts", root_uri]
     for assignment in (*SMALL_DEMO, *ON_THE_CLUSTER):
         entrypoint += ["--set", assignment]
     env_vars = {**object_store.env, "MLFLOW_TRACKING_URI": mlflow_server.url}
-    submission = ray_cluster.start_submission(
-        entrypoint,
-        REPO_ROOT,
-        DEMO_SUBMISSION_ID,
-        tmp_path_factory.mktemp("demo-submission"),
-        runtime_env={"env_vars": env_vars},
+    finished = ray_cluster.submit(
+        entrypoint, REPO_ROOT, DEMO_SUBMISSION_ID, timeout_s=900, runtime_env={"env_vars": env_vars}
     )
-    yield submission
-    submission.stop()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def demo_job_in_the_background(request):
-    """Submits the demo job before the first test when any selected test needs it, so that it runs on the
-    cluster while the tests that need neither it nor the cluster run here (pytest_collection_modifyitems
-    puts those first). On 2 cores the job leaves about a quarter of the CPU idle (process starts, imports,
-    waits), which those tests use."""
-    if any("demo_job" in item.fixturenames for item in request.session.items):
-        request.getfixturevalue("demo_submission")
-
-
-def pytest_collection_modifyitems(config, items):
-    """Tests that use none of the session's services first, the rest after them, each group in file order:
-    the first group runs while the demo job does (demo_job_in_the_background)."""
-    items.sort(key=lambda item: "cluster_and_services" in item.fixturenames)  # a stable sort
-
-
-@pytest.fixture(scope="session")
-def demo_job(demo_submission, ray_cluster, ray_session, object_store, mlflow_server) -> DemoJob:
-    """The finished demo job (demo_submission), waited for."""
-    from tests.ray_cluster import job_placement
-
-    finished = demo_submission.wait(timeout_s=900)
     output = finished.stdout + finished.stderr
     assert finished.returncode == 0, f"ray job submit failed:\n{output[-8000:]}\n{ray_cluster.log_tail()}"
     # Read now: later tests add tasks and actors of their own.
     placement = job_placement(ray_cluster.dashboard_url, DEMO_SUBMISSION_ID)
-    return DemoJob(object_store.uri(DEMO_PREFIX), output, mlflow_server.url, placement)
+    return DemoJob(root_uri, output, mlflow_server.url, placement)
 
 
 @pytest.fixture(scope="session")

@@ -69,27 +69,6 @@ def is_alive(process) -> bool:
         return False
 
 
-class Submission:
-    """A running `ray job submit`; wait() returns its CompletedProcess once it has ended."""
-
-    def __init__(self, command: list[str], env: dict[str, str], output_dir: Path):
-        self._stdout_path, self._stderr_path = output_dir / "stdout", output_dir / "stderr"
-        with self._stdout_path.open("w") as stdout, self._stderr_path.open("w") as stderr:
-            self.process = subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr, text=True)
-        self.command = command
-
-    def wait(self, timeout_s: float) -> subprocess.CompletedProcess:
-        self.process.wait(timeout=timeout_s)
-        stdout, stderr = self._stdout_path.read_text(), self._stderr_path.read_text()
-        return subprocess.CompletedProcess(self.command, self.process.returncode, stdout, stderr)
-
-    def stop(self) -> None:
-        """Ends the CLI if it still runs (a session cut short); the cluster's stop ends the job itself."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=30)
-
-
 class LocalRayCluster:
     """Head node with the dashboard (the job server `ray job submit` talks to) on 127.0.0.1, and any
     number of worker nodes joined to it (`ray start --address`), each a raylet of its own on this machine."""
@@ -224,16 +203,15 @@ class LocalRayCluster:
         logs = sorted(Path(self.temp_dir).glob("*.log"))
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}" for p in logs)
 
-    def start_submission(
+    def submit(
         self,
         entrypoint: list[str],
         working_dir: Path,
         submission_id: str,
-        output_dir: Path,
+        timeout_s: float,
         runtime_env: dict | None = None,
-    ) -> Submission:
-        """`ray job submit` exactly as a user types it, left running; its output goes to files (a pipe
-        nobody reads would fill up and stall the job's log streaming)."""
+    ):
+        """`ray job submit` exactly as a user types it; returns the finished CompletedProcess."""
         command = [
             str(VENV_BIN / "ray"),
             "job",
@@ -245,7 +223,9 @@ class LocalRayCluster:
             "--",
             *entrypoint,
         ]
-        return Submission(command, cluster_env(), output_dir)
+        return subprocess.run(
+            command, env=cluster_env(), capture_output=True, text=True, timeout=timeout_s, check=False
+        )
 
     def stop(self) -> None:
         import psutil
