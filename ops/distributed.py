@@ -3,6 +3,8 @@ same loop runs under Ray Train (process group up) and alone (GPU checks, tests).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 
@@ -19,7 +21,13 @@ def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
         return local
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(local), dim=0)
+    with warnings.catch_warnings():
+        # torch 2.13 deprecates this autograd all_gather in favour of a private API
+        # (torch.distributed._functional_collectives); its FutureWarning came on every step of every worker.
+        warnings.filterwarnings(
+            "ignore", message=r".*nn\.functional\.all_gather is deprecated", category=FutureWarning
+        )
+        return torch.cat(all_gather(local), dim=0)
 
 
 # Elements per all_reduce: about 100 MB of fp32, DDP's default bucket. One collective per bucket instead
