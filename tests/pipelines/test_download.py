@@ -318,8 +318,8 @@ def test_multiprocessing_distributor_survives_a_killed_worker_process(tmp_path, 
         def pool_workers_with_responses_in() -> list[psutil.Process]:
             # The pool's workers are forked by multiprocessing's forkserver, a child of this process
             # (img2dataset's logger process is a spawned child of its own).
-            servers = [c for c in me.children() if "forkserver" in " ".join(c.cmdline())]
-            workers = [worker for server in servers for worker in server.children()]
+            forkservers = [c for c in me.children() if "forkserver" in " ".join(c.cmdline())]
+            workers = [worker for forkserver in forkservers for worker in forkserver.children()]
             return workers if len(workers) == 2 and sum(server.requests.values()) >= 2 else []
 
         # Mid-shard: both pool workers run and the slow server has answered some of their requests.
