@@ -37,6 +37,9 @@ INPUT_TABLE = "input/urls.parquet"
 # img2dataset's defaults: images whose X-Robots-Tag carries one of these are not downloaded.
 OPT_OUT_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
 SCENE_COLUMNS = ("scene_key", "split", "dense_caption")
+# Rich scenes' extra captions (a paraphrase of the dense caption, the second language's captions), kept in
+# each sample's json when the scenes have them; basic scenes (the demo) have none and add no column.
+RICH_SCENE_COLUMNS = ("paraphrase", "caption_l2", "dense_caption_l2")
 # img2dataset writes these itself and refuses them as extra columns.
 RESERVED_COLUMNS = (
     "key",
@@ -193,6 +196,9 @@ def _scenes_url_table(scenes: ArtifactDir, server: LoopbackFileServer, config: D
     columns = {"url": urls, "caption": table.column("caption")}
     columns.update({"scene_key": table.column("key"), "split": table.column("split")})
     columns["dense_caption"] = table.column("dense_caption")
+    for name in RICH_SCENE_COLUMNS:
+        if table.column(name).null_count < table.num_rows:
+            columns[name] = table.column(name)
     return pa.table(columns)
 
 
@@ -263,7 +269,8 @@ def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
         else:
             server = stack.enter_context(LoopbackFileServer(ctx.inputs["scenes"].uri))
             table = _scenes_url_table(ctx.inputs["scenes"], server, config)
-            url_col, caption_col, extra = "url", "caption", list(SCENE_COLUMNS)
+            url_col, caption_col = "url", "caption"
+            extra = [c for c in (*SCENE_COLUMNS, *RICH_SCENE_COLUMNS) if c in table.column_names]
             print(f"[download] serving {table.num_rows} scene images at {server.base_url}", flush=True)
         num_rows = table.num_rows
         table, screened_out = screen_urls(table, url_col)

@@ -23,10 +23,19 @@ from ops.manifest import StageCounts
 from pipelines.base import StageContext, StageOutcome, StageSpec
 from pipelines.finetune_text_pairs import collect_pairs, training_pairs
 
+BASE_MODEL_STAGES = ("tiny_models", "lm_pretrain")  # stages that write an llm/ folder
+
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneTextConfig:
-    base_model: str = ""  # HF id or local path of a causal LLM; "" = the tiny_models stage's LLM
+    base_model: str = ""  # HF id or local path of a causal LLM; "" = base_model_stage's LLM
+    # Which stage's llm/ folder is the base model when base_model is "": the tiny_models stage's random-init
+    # LLM (the demo) or the lm_pretrain stage's pretrained one (the long-caption experiment).
+    base_model_stage: str = "tiny_models"
+    # CRA's query caption for each held-out image (its key is the dense caption): "original" (the
+    # alt-text) or "short_dense" (see short_dense_source; for rich scenes, a paraphrase of the dense
+    # caption, which tells family siblings apart where their shared alt-text cannot).
+    cra_query_column: str = "original"
     # Where each image's dense caption comes from: a field img2dataset kept from the url table
     # (a provided recaption, or the demo's ground truth), or the recaption stage's output.
     dense_caption_source: str = "column"  # column | recaption
@@ -71,6 +80,24 @@ class FinetuneTextConfig:
     def __post_init__(self):
         check_model_reference(self.base_model, "base_model")
         check(
+            self.cra_query_column in ("original", "short_dense"),
+            "cra_query_column",
+            "original or short_dense",
+            self.cra_query_column,
+        )
+        check(
+            self.cra_query_column == "original" or self.short_dense_source != "none",
+            "cra_query_column",
+            "original unless short_dense_source gives a short_dense caption",
+            self.cra_query_column,
+        )
+        check(
+            self.base_model_stage in BASE_MODEL_STAGES,
+            "base_model_stage",
+            f"one of {BASE_MODEL_STAGES}",
+            self.base_model_stage,
+        )
+        check(
             self.dense_caption_source in ("column", "recaption"),
             "dense_caption_source",
             "column or recaption",
@@ -108,7 +135,7 @@ def finetune_inputs(config: FinetuneTextConfig) -> tuple[str, ...]:
     if config.dense_caption_source == "recaption":
         needed.append("recaption")
     if not config.base_model:
-        needed.append("tiny_models")
+        needed.append(config.base_model_stage)
     return tuple(needed)
 
 
@@ -116,7 +143,7 @@ def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOut
     from pipelines.finetune_text_train import run_training
 
     started = time.perf_counter()
-    base_model = config.base_model or ctx.inputs["tiny_models"].child_uri("llm")
+    base_model = config.base_model or ctx.inputs[config.base_model_stage].child_uri("llm")
     train, held_out, unusable = collect_pairs(ctx.inputs["download"], ctx.inputs.get("recaption"), config)
     training = training_pairs(train, config.hard_negatives, seed=config.seed)
     if training.num_rows < config.batch_size_per_worker * config.num_workers:

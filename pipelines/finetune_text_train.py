@@ -46,13 +46,15 @@ def read_training_pairs(pairs_uri: str) -> pa.Table:
     return table.drop_columns([c for c in ("key", "kind") if c in table.column_names])
 
 
-def read_held_out_pairs(eval_pairs_uri: str) -> pa.Table:
-    """pairs/eval.parquet: the held-out images' (original, dense) captions that CRA scores."""
+def read_held_out_pairs(eval_pairs_uri: str, query_column: str = "original") -> pa.Table:
+    """pairs/eval.parquet: the held-out images' captions that CRA scores, as (original, dense): the
+    query column (the original caption, or the short_dense one) under the name "original"."""
     import fsspec
     import pyarrow.parquet as pq
 
     with fsspec.open(eval_pairs_uri, "rb") as handle:
-        return pq.read_table(handle, columns=["original", "dense"])
+        table = pq.read_table(handle, columns=[query_column, "dense"])
+    return table.rename_columns(["original", "dense"])
 
 
 def held_out_cra(encoder, tokenizer, held_out: pa.Table) -> float:
@@ -154,7 +156,7 @@ def train_worker(settings: dict[str, Any]) -> dict[str, float] | None:
     if rank == 0 and settings.get("tracking_uri") and settings.get("run_id"):
         client = mlflow.MlflowClient(settings["tracking_uri"])
     pairs = read_training_pairs(settings["pairs_uri"])
-    held_out = read_held_out_pairs(settings["eval_pairs_uri"]) if rank == 0 else None
+    held_out = read_held_out_pairs(settings["eval_pairs_uri"], config.cra_query_column) if rank == 0 else None
     cra: dict[str, float] = {}
 
     def base_cra(load) -> None:  # load() -> (base backbone, tokenizer); only rank 0 needs them

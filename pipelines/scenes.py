@@ -3,7 +3,8 @@
 Output layout (under the stage's artifact directory):
   images/{split}/{key}.jpg               the images the download stage serves over loopback HTTP
   tables/{split}-{shard:05d}.parquet     key, split, image_path, caption, dense_caption,
-                                         num_objects, background
+                                         num_objects, background, paraphrase, caption_l2,
+                                         dense_caption_l2
   _shards/{split}-{shard:05d}.json       completion marker with the shard's counts
 """
 
@@ -18,9 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from ops import scenes
+from ops import rich_scenes, scenes, second_language
 from ops.artifact_dir import ArtifactDir
 from ops.config_schema import check
+from ops.lm_corpus import english_description
 from ops.manifest import StageCounts
 from pipelines.base import StageContext, StageOutcome, StageSpec
 from pipelines.ray_progress import wait_with_progress
@@ -35,8 +37,13 @@ TABLE_SCHEMA = pa.schema(
         ("dense_caption", pa.string()),
         ("num_objects", pa.int32()),
         ("background", pa.string()),
+        # The second language's captions (rich scenes only; null otherwise): scored, never trained on.
+        ("paraphrase", pa.string()),  # the dense caption reworded and reordered: CRA's other caption
+        ("caption_l2", pa.string()),
+        ("dense_caption_l2", pa.string()),
     ]
 )
+DETAILS = ("basic", "rich")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +52,11 @@ class ScenesConfig:
     num_eval: int = 128  # held-out scenes, never seen in training
     samples_per_shard: int = 128  # scenes per shard (one Ray task and one completion marker each)
     image_size_px: int = 96  # side of the square images, in pixels
-    max_objects: int = 4  # objects per scene are drawn from 1..max_objects
+    max_objects: int = 4  # basic scenes: objects per scene are drawn from 1..max_objects
+    # basic: a 3x3 grid, short dense captions (the demo). rich: a 4x4 grid of 4-8 objects with fill
+    # patterns, dense captions of ~110-260 tokens, and second-language captions (ops/rich_scenes.py).
+    detail: str = "basic"
+    family_size: int = 1  # rich scenes: siblings share their top half, so only the caption's tail differs
     jpeg_quality: int = 90  # PIL JPEG quality, 1..95
     seed: int = 0
 
@@ -55,6 +66,14 @@ class ScenesConfig:
         check(self.samples_per_shard > 0, "samples_per_shard", "a positive count", self.samples_per_shard)
         check(16 <= self.image_size_px <= 1024, "image_size_px", "16..1024 pixels", self.image_size_px)
         check(1 <= self.max_objects <= 5, "max_objects", "1..5", self.max_objects)
+        check(self.detail in DETAILS, "detail", f"one of {DETAILS}", self.detail)
+        check(self.family_size > 0, "family_size", "a positive count", self.family_size)
+        check(
+            self.detail == "rich" or self.family_size == 1,
+            "family_size",
+            "1 for basic scenes (families are a rich-scene feature)",
+            self.family_size,
+        )
         check(1 <= self.jpeg_quality <= 95, "jpeg_quality", "1..95", self.jpeg_quality)
 
     def num_samples(self, split: str) -> int:
@@ -86,32 +105,52 @@ def write_shard(artifact: ArtifactDir, config: ScenesConfig, task: ShardTask) ->
     """Render and write one shard's images and table, then its marker; idempotent if rerun."""
     rows = []
     for index in range(task.start, task.stop):
-        rng = random.Random(scenes.scene_seed(config.seed, task.split, index))
         key = scenes.scene_key(task.split, index)
-        scene = scenes.sample_scene(rng, key, config.max_objects)
+        row, image = (_rich_row if config.detail == "rich" else _basic_row)(config, task.split, index, key)
         buffer = io.BytesIO()
-        scenes.render_scene(scene, config.image_size_px).save(
-            buffer, format="JPEG", quality=config.jpeg_quality
-        )
+        image.save(buffer, format="JPEG", quality=config.jpeg_quality)
         image_path = f"images/{task.split}/{key}.jpg"
         with artifact.open(image_path, "wb") as handle:
             handle.write(buffer.getvalue())
-        rows.append(
-            {
-                "key": key,
-                "split": task.split,
-                "image_path": image_path,
-                "caption": scenes.short_caption(scene, rng),
-                "dense_caption": scenes.dense_caption(scene),
-                "num_objects": len(scene.objects),
-                "background": scene.background,
-            }
-        )
+        rows.append({"key": key, "split": task.split, "image_path": image_path, **row})
     table = pa.Table.from_pylist(rows, schema=TABLE_SCHEMA)
     artifact.write_parquet_atomic(f"tables/{task.shard_id}.parquet", table)
     stats = {"num_in": task.stop - task.start, "num_out": len(rows)}
     artifact.mark_shard_done(task.shard_id, stats)
     return stats
+
+
+def _basic_row(config: ScenesConfig, split: str, index: int, key: str):
+    rng = random.Random(scenes.scene_seed(config.seed, split, index))
+    scene = scenes.sample_scene(rng, key, config.max_objects)
+    image = scenes.render_scene(scene, config.image_size_px)
+    row = {
+        "caption": scenes.short_caption(scene, rng),
+        "dense_caption": scenes.dense_caption(scene),
+        "num_objects": len(scene.objects),
+        "background": scene.background,
+        "paraphrase": None,
+        "caption_l2": None,
+        "dense_caption_l2": None,
+    }
+    return row, image
+
+
+def _rich_row(config: ScenesConfig, split: str, index: int, key: str):
+    scene = rich_scenes.sample_rich_scene(config.seed, split, index, config.family_size, key)
+    template = rich_scenes.short_template(config.seed, split, index)
+    row = {
+        "caption": rich_scenes.rich_short_caption(scene, template),
+        "dense_caption": rich_scenes.rich_dense_caption(scene),
+        "num_objects": len(scene.objects),
+        "background": scene.background,
+        "paraphrase": english_description(
+            scene, random.Random(rich_scenes.rich_scene_seed(config.seed, split, index, "paraphrase"))
+        ),
+        "caption_l2": second_language.l2_short_caption(scene, template),
+        "dense_caption_l2": second_language.l2_dense_caption(scene),
+    }
+    return row, rich_scenes.render_rich_scene(scene, config.image_size_px)
 
 
 def read_scene_table(artifact: ArtifactDir, split: str | None = None) -> pa.Table:
@@ -156,7 +195,7 @@ def run_scenes(config: ScenesConfig, ctx: StageContext) -> StageOutcome:
 
 STAGE = StageSpec(
     name="scenes",
-    code_version="1",
+    code_version="2",  # 2: rich scenes and the second-language columns
     config_cls=ScenesConfig,
     inputs=(),
     run=run_scenes,

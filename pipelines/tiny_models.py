@@ -11,6 +11,7 @@ Output layout:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 
@@ -32,11 +33,36 @@ class TinyModelsConfig:
     captioner_text: TinyLlmSpec = dataclasses.field(default_factory=TinyLlmSpec)
     captioner_vision: TinyVisionSpec = dataclasses.field(default_factory=TinyVisionSpec)
     vision_tower: TinyVisionSpec = dataclasses.field(default_factory=TinyVisionSpec)
+    # Documents of the LM-pretraining corpus (ops/lm_corpus.py, its default settings) the tokenizer also
+    # learns from, besides the scene captions: 0 for the demo; the long-caption experiment's LLM is
+    # pretrained on that corpus, whose second language and general text need tokens of their own.
+    tokenizer_lm_documents: int = 0
 
     def __post_init__(self):
         check(
+            self.tokenizer_lm_documents >= 0,
+            "tokenizer_lm_documents",
+            "zero or more documents",
+            self.tokenizer_lm_documents,
+        )
+        check(
             self.vocab_size >= 300, "vocab_size", "at least 300 (256 bytes + special tokens)", self.vocab_size
         )
+
+
+def held_out_captions(scenes_artifact) -> frozenset[str]:
+    return frozenset(read_scene_table(scenes_artifact, split="eval").column("dense_caption").to_pylist())
+
+
+def lm_corpus_sample(count: int, held_out: frozenset[str]) -> list[str]:
+    """The vocabulary lines and the first `count` documents of the LM corpus's training stream, without
+    the held-out scenes (`held_out`: their dense captions)."""
+    if count == 0:
+        return []
+    from ops.lm_corpus import LmCorpusConfig, documents, vocabulary_lines
+
+    stream = documents(LmCorpusConfig(), "train", held_out=held_out)
+    return vocabulary_lines() + list(itertools.islice(stream, count))
 
 
 def run_tiny_models(config: TinyModelsConfig, ctx: StageContext) -> StageOutcome:
@@ -56,6 +82,7 @@ def run_tiny_models(config: TinyModelsConfig, ctx: StageContext) -> StageOutcome
         vocabulary_corpus()
         + captions.column("caption").to_pylist()
         + captions.column("dense_caption").to_pylist()
+        + lm_corpus_sample(config.tokenizer_lm_documents, held_out_captions(ctx.inputs["scenes"]))
     )
     tokenizer = train_scene_tokenizer(corpus, config.vocab_size)
 

@@ -7,6 +7,7 @@ from pipelines import (
     embed,
     evaluate,
     finetune_text,
+    lm_pretrain,
     long_caption_experiment,
     recaption,
     scenes,
@@ -19,6 +20,7 @@ from pipelines.base import StageSpec
 CHAIN: tuple[StageSpec, ...] = (
     scenes.STAGE,
     tiny_models.STAGE,
+    lm_pretrain.STAGE,
     download.STAGE,
     recaption.STAGE,
     finetune_text.STAGE,

@@ -1,0 +1,236 @@
+"""Rich synthetic scenes: captions that need their length, for the long-caption experiment.
+
+A 4x4 grid holds 4-8 objects, each with a size, a fill pattern, a colour and a shape. The dense caption
+walks the grid in reading order, one sentence per object and one relation to the next object, so it runs
+to about 110-260 tokens. Scenes come in families: siblings share the background and the objects of the
+top two rows and differ only in the bottom two. Their captions therefore agree on a prefix that is longer
+than CLIP's 77-token context (3-4 objects, about 100-130 tokens), and only the text past it tells them
+apart: a text side that reads 77 tokens cannot tell siblings apart, one that reads the whole caption can.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+
+from PIL import Image, ImageDraw
+
+from ops.scenes import BACKGROUNDS, COLORS, NUMBER_WORDS
+
+GRID = 4  # rows and columns
+SHAPES = ("circle", "square", "triangle", "diamond", "hexagon", "cross")
+PATTERNS = ("solid", "striped", "hollow")
+SIZES: dict[str, float] = {"small": 0.06, "medium": 0.085, "large": 0.11}  # radius, share of the side
+ORDINALS = ("first", "second", "third", "fourth")
+TOP_ROWS = (0, 1)  # shared by a family
+BOTTOM_ROWS = (2, 3)  # drawn per sibling
+TOP_OBJECTS = (3, 4)  # objects in the shared top half: enough that the shared prefix passes 77 tokens
+BOTTOM_OBJECTS = (1, 4)
+COUNT_WORDS = (*NUMBER_WORDS, "six", "seven", "eight")
+# The captions' other words (the L2 lexicon translates every one of them).
+FUNCTION_WORDS = (
+    *(
+        "the",
+        "image",
+        "shows",
+        "shapes",
+        "are",
+        "all",
+        "objects",
+        "on",
+        "a",
+        "plain",
+        "background",
+        "in",
+        "row",
+        "and",
+        "column",
+    ),
+    *("there", "is", "it", "above", "below", "to", "of", "left", "right", "photo", "picture", "with"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RichObject:
+    shape: str
+    color: str
+    size: str
+    pattern: str
+    row: int  # 0 top .. 3 bottom
+    column: int  # 0 left .. 3 right
+
+    @property
+    def name(self) -> str:
+        return f"{self.color} {self.shape}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RichScene:
+    key: str
+    background: str
+    objects: tuple[RichObject, ...]  # in reading order (row, then column)
+
+
+def _objects(rng: random.Random, rows: tuple[int, ...], count: int, taken: set) -> list[RichObject]:
+    cells = rng.sample([(r, c) for r in rows for c in range(GRID)], count)
+    names = rng.sample([(s, c) for s in SHAPES for c in COLORS if (s, c) not in taken], count)
+    return [
+        RichObject(
+            shape=shape,
+            color=color,
+            size=rng.choice(list(SIZES)),
+            pattern=rng.choice(PATTERNS),
+            row=row,
+            column=column,
+        )
+        for (row, column), (shape, color) in zip(cells, names)
+    ]
+
+
+def sample_family_top(rng: random.Random) -> tuple[str, tuple[RichObject, ...]]:
+    """The part a family shares: its background and its top-half objects."""
+    background = rng.choice(list(BACKGROUNDS))
+    top = _objects(rng, TOP_ROWS, rng.randint(*TOP_OBJECTS), set())
+    return background, tuple(top)
+
+
+def sample_sibling(rng: random.Random, key: str, background: str, top: tuple[RichObject, ...]) -> RichScene:
+    """One scene of a family: the shared top half plus bottom-half objects of its own. Colour+shape stay
+    distinct within the scene, so every object is named unambiguously."""
+    taken = {(o.shape, o.color) for o in top}
+    bottom = _objects(rng, BOTTOM_ROWS, rng.randint(*BOTTOM_OBJECTS), taken)
+    objects = tuple(sorted((*top, *bottom), key=lambda o: (o.row, o.column)))
+    return RichScene(key=key, background=background, objects=objects)
+
+
+def render_rich_scene(scene: RichScene, image_size_px: int) -> Image.Image:
+    image = Image.new("RGB", (image_size_px, image_size_px), BACKGROUNDS[scene.background])
+    draw = ImageDraw.Draw(image)
+    cell = image_size_px / GRID
+    for obj in scene.objects:
+        cx, cy = (obj.column + 0.5) * cell, (obj.row + 0.5) * cell
+        r = SIZES[obj.size] * image_size_px
+        _draw_shape(draw, obj.shape, cx, cy, r, COLORS[obj.color], obj.pattern, image_size_px)
+        if obj.pattern == "striped":
+            # Background-coloured horizontal lines across the filled shape.
+            step = max(2, round(r / 2.5))
+            line = BACKGROUNDS[scene.background]
+            for y in range(round(cy - r) + step // 2, round(cy + r), step):
+                for x in range(round(cx - r), round(cx + r) + 1):
+                    if (
+                        0 <= x < image_size_px
+                        and 0 <= y < image_size_px
+                        and image.getpixel((x, y)) == (COLORS[obj.color])
+                    ):
+                        image.putpixel((x, y), line)
+    return image
+
+
+def _draw_shape(draw, shape: str, cx: float, cy: float, r: float, color, pattern: str, side: int) -> None:
+    fill = None if pattern == "hollow" else color
+    outline = color
+    width = max(1, round(side / 64))
+    if shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill, outline=outline, width=width)
+    elif shape == "square":
+        draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill, outline=outline, width=width)
+    elif shape == "cross":
+        arm = r / 2.5
+        for box in ((cx - arm, cy - r, cx + arm, cy + r), (cx - r, cy - arm, cx + r, cy + arm)):
+            draw.rectangle(box, fill=fill, outline=outline, width=width)
+    else:
+        points = {
+            "triangle": [(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)],
+            "diamond": [(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)],
+            "hexagon": [
+                (cx - r, cy),
+                (cx - r / 2, cy - r),
+                (cx + r / 2, cy - r),
+                (cx + r, cy),
+                (cx + r / 2, cy + r),
+                (cx - r / 2, cy + r),
+            ],
+        }[shape]
+        draw.polygon(points, fill=fill, outline=outline, width=width)
+
+
+def relation_words(a: RichObject, b: RichObject) -> tuple[str, ...]:
+    """Where a is relative to b, as words: ('above',), ('to', 'the', 'left', 'of'), or both."""
+    vertical = () if a.row == b.row else (("above",) if a.row < b.row else ("below",))
+    horizontal = () if a.column == b.column else (("left",) if a.column < b.column else ("right",))
+    if vertical and horizontal:
+        return (*vertical, "and", "to", "the", *horizontal, "of")
+    if vertical:
+        return vertical
+    return ("to", "the", *horizontal, "of")
+
+
+def noun_phrase(obj: RichObject) -> str:
+    return f"a {obj.size} {obj.pattern} {obj.name}"
+
+
+def header_sentence(scene: RichScene) -> str:
+    # No count here: siblings differ in it, and the caption's head must be the part they share.
+    return f"The image shows shapes on a plain {scene.background} background."
+
+
+def count_sentence(scene: RichScene) -> str:
+    return f"There are {COUNT_WORDS[len(scene.objects)]} objects in all."
+
+
+def object_sentence(obj: RichObject) -> str:
+    return (
+        f"In the {ORDINALS[obj.row]} row and the {ORDINALS[obj.column]} column there is {noun_phrase(obj)}."
+    )
+
+
+def relation_sentence(a: RichObject, b: RichObject) -> str:
+    return f"It is {' '.join(relation_words(a, b))} the {b.name}."
+
+
+def rich_dense_caption(scene: RichScene) -> str:
+    """Header, then each object in reading order with its relation to the next one, then the count."""
+    sentences = [header_sentence(scene)]
+    for i, obj in enumerate(scene.objects):
+        sentences.append(object_sentence(obj))
+        if i + 1 < len(scene.objects):
+            sentences.append(relation_sentence(obj, scene.objects[i + 1]))
+    sentences.append(count_sentence(scene))
+    return " ".join(sentences)
+
+
+SHORT_TEMPLATES = ("{}", "photo of {}", "{} on a {bg} background", "picture with {}")
+
+
+def rich_short_caption(scene: RichScene, template: int) -> str:
+    """Alt-text style: the first two objects by colour and shape, nothing else; `template` indexes
+    SHORT_TEMPLATES (drawn by the caller, so a translation can use the same one)."""
+    subject = " and ".join(f"a {o.name}" for o in scene.objects[:2])
+    return SHORT_TEMPLATES[template].format(subject, bg=scene.background)
+
+
+def rich_vocabulary() -> list[str]:
+    """Every word the rich captions can use."""
+    words = [*COLORS, *BACKGROUNDS, *SHAPES, *PATTERNS, *SIZES, *ORDINALS, *COUNT_WORDS]
+    words += FUNCTION_WORDS
+    return [" ".join(words)]
+
+
+def rich_scene_seed(base_seed: int, split: str, index: int, part: str) -> int:
+    """A seed per (split, index, part) that no other split shares: held-out scenes and the LM corpus's
+    scenes come from disjoint streams."""
+    digest = hashlib.sha256(f"rich-scenes/{base_seed}/{split}/{index}/{part}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def sample_rich_scene(base_seed: int, split: str, index: int, family_size: int, key: str) -> RichScene:
+    """Scene `index` of a split: family index // family_size shares its top half with its siblings."""
+    family = index // family_size
+    background, top = sample_family_top(random.Random(rich_scene_seed(base_seed, split, family, "family")))
+    sibling = random.Random(rich_scene_seed(base_seed, split, index, "sibling"))
+    return sample_sibling(sibling, key, background, top)
+
+
+def short_template(base_seed: int, split: str, index: int) -> int:
+    return random.Random(rich_scene_seed(base_seed, split, index, "short")).randrange(len(SHORT_TEMPLATES))
