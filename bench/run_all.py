@@ -24,6 +24,18 @@ EXPERIMENT = "llm2clip-bench-suite"
 # (result name, script, extra arguments); order is the table's order.
 BENCHES = (
     ("demo_walltime", "demo_walltime.py", []),
+    (
+        "long_caption_walltime",
+        "demo_walltime.py",
+        [
+            "--config",
+            "configs/long_caption_experiment.yaml",
+            "--name",
+            "long_caption_walltime",
+            "--target-s",
+            "900",
+        ],
+    ),
     ("download_throughput", "download_throughput.py", []),
     ("recaption_throughput", "recaption_throughput.py", []),
     ("finetune_throughput", "finetune_throughput.py", []),

@@ -24,6 +24,7 @@ from ops.rich_scenes import (
     ORDINALS,
     RichObject,
     RichScene,
+    attribute_sentence,
     count_sentence,
     header_sentence,
     noun_phrase,
@@ -36,6 +37,7 @@ from ops.rich_scenes import (
 )
 from ops.scenes import BACKGROUNDS, COLORS
 from ops.second_language import (
+    l2_attribute_sentence,
     l2_count_sentence,
     l2_dense_caption,
     l2_header_sentence,
@@ -136,6 +138,8 @@ def english_description(scene: RichScene, rng: random.Random) -> str:
     ]
     for i, obj in enumerate(objects):
         sentences.append(_object_variant(obj, rng))
+        if rng.random() < 0.5:
+            sentences.append(attribute_sentence(obj))
         if i + 1 < len(objects) and rng.random() < 0.7:
             sentences.append(_relation_variant(obj, objects[i + 1], rng))
     if rng.random() < 0.5:
@@ -150,7 +154,7 @@ def l2_description(scene: RichScene, rng: random.Random) -> str:
     rng.shuffle(objects)
     sentences = [l2_header_sentence(scene)]
     for i, obj in enumerate(objects):
-        sentences.append(l2_object_sentence(obj))
+        sentences += [l2_object_sentence(obj), l2_attribute_sentence(obj)]
         if i + 1 < len(objects):
             sentences.append(l2_relation_sentence(obj, objects[i + 1]))
     sentences.append(l2_count_sentence(scene))
@@ -163,6 +167,7 @@ def parallel_document(scene: RichScene, rng: random.Random, count: int) -> str:
     pairs.append((count_sentence(scene), l2_count_sentence(scene)))
     for i, obj in enumerate(scene.objects):
         pairs.append((object_sentence(obj), l2_object_sentence(obj)))
+        pairs.append((attribute_sentence(obj), l2_attribute_sentence(obj)))
         if i + 1 < len(scene.objects):
             nxt = scene.objects[i + 1]
             pairs.append((relation_sentence(obj, nxt), l2_relation_sentence(obj, nxt)))

@@ -73,6 +73,10 @@ def l2_object_sentence(obj: RichObject) -> str:
     return _sentence(*l2_noun_phrase(obj), *place, "there", "is")
 
 
+def l2_attribute_sentence(obj: RichObject) -> str:
+    return _sentence("colour", obj.color, "its", "and", "shape", obj.shape, "a", "its", "is")
+
+
 def l2_relation_sentence(a: RichObject, b: RichObject) -> str:
     return _sentence("it", b.shape, b.color, "the", *reversed(relation_words(a, b)), "is")
 
@@ -81,7 +85,7 @@ def l2_dense_caption(scene: RichScene) -> str:
     """The dense caption's translation, sentence for sentence and in the same order."""
     sentences = [l2_header_sentence(scene)]
     for i, obj in enumerate(scene.objects):
-        sentences.append(l2_object_sentence(obj))
+        sentences += [l2_object_sentence(obj), l2_attribute_sentence(obj)]
         if i + 1 < len(scene.objects):
             sentences.append(l2_relation_sentence(obj, scene.objects[i + 1]))
     sentences.append(l2_count_sentence(scene))

@@ -39,7 +39,7 @@ OPT_OUT_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
 SCENE_COLUMNS = ("scene_key", "split", "dense_caption")
 # Rich scenes' extra captions (a paraphrase of the dense caption, the second language's captions), kept in
 # each sample's json when the scenes have them; basic scenes (the demo) have none and add no column.
-RICH_SCENE_COLUMNS = ("paraphrase", "caption_l2", "dense_caption_l2")
+RICH_SCENE_COLUMNS = ("family", "paraphrase", "caption_l2", "dense_caption_l2")
 # img2dataset writes these itself and refuses them as extra columns.
 RESERVED_COLUMNS = (
     "key",
@@ -196,9 +196,8 @@ def _scenes_url_table(scenes: ArtifactDir, server: LoopbackFileServer, config: D
     columns = {"url": urls, "caption": table.column("caption")}
     columns.update({"scene_key": table.column("key"), "split": table.column("split")})
     columns["dense_caption"] = table.column("dense_caption")
-    for name in RICH_SCENE_COLUMNS:
-        if table.column(name).null_count < table.num_rows:
-            columns[name] = table.column(name)
+    if table.column("paraphrase").null_count < table.num_rows:
+        columns.update({name: table.column(name) for name in RICH_SCENE_COLUMNS})
     return pa.table(columns)
 
 

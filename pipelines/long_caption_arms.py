@@ -3,6 +3,7 @@
   llm2clip  the vision tower meets the caption-contrastively fine-tuned LLM's features through the adapter
   base_llm  the same, on the base LLM's features (no caption-contrastive fine-tuning)
   clip_77   CLIP as trained originally: a text transformer trained jointly, captions cut at 77 tokens
+  clip_long the same text transformer with the whole caption: separates "length" from "LLM"
 
 Every arm sees the same images, the same batch order and the same original/dense draw for a given seed,
 and the same optimizer and schedule; only the text side differs.
@@ -22,17 +23,20 @@ from ops.clip_loss import clip_loss
 from ops.retrieval_metrics import image_text_recalls
 from pipelines.train_vision_loop import VisionLoopSettings, build_optimizer
 
-ARMS = ("llm2clip", "base_llm", "clip_77")
+ARMS = ("llm2clip", "base_llm", "clip_77", "clip_long")
+TEXT_TOWER_ARMS = ("clip_77", "clip_long")
 KS = (1, 5)
 
 
 @dataclasses.dataclass
 class CaptionedImages:
-    """Pixels and, per caption kind ('short', 'long'), whatever each arm's text side takes."""
+    """Pixels and, per caption kind ('short', 'long', and 'l2' where the second language's dense captions
+    exist), whatever each arm's text side takes."""
 
     pixels: torch.Tensor  # [n, 3, size, size]
     llm_features: dict[str, dict[str, torch.Tensor]]  # encoder name -> kind -> [n, dim]
-    tokens: dict[str, dict[str, torch.Tensor]]  # kind -> {"input_ids", "attention_mask"}, [n, max_tokens]
+    # text-tower arm -> kind -> {"input_ids", "attention_mask"}, [n, that arm's max_tokens]
+    tokens: dict[str, dict[str, dict[str, torch.Tensor]]]
 
     def __len__(self) -> int:
         return self.pixels.shape[0]
@@ -50,13 +54,19 @@ class ArmSettings:
     adapter_width: int
     adapter_depth: int
     projection_dim: int
-    text_tower: TextTowerSpec
+    text_tower: TextTowerSpec  # clip_77's; clip_long's differs only in max_tokens
+    clip_long_max_tokens: int
+
+    def tower_spec(self, arm: str) -> TextTowerSpec:
+        if arm == "clip_long":
+            return dataclasses.replace(self.text_tower, max_tokens=self.clip_long_max_tokens)
+        return self.text_tower
 
 
 def build_arm(arm: str, vision_tower, data: CaptionedImages, settings: ArmSettings, tokenizer, seed: int):
     """A fresh model for the arm: the vision tower's starting weights, other layers seeded."""
     torch.manual_seed(seed)
-    if arm == "clip_77":
+    if arm in TEXT_TOWER_ARMS:
         model = TextTowerCLIP(
             vision_tower.config,
             len(tokenizer),
@@ -65,7 +75,7 @@ def build_arm(arm: str, vision_tower, data: CaptionedImages, settings: ArmSettin
                 "bos_token_id": tokenizer.bos_token_id,
                 "eos_token_id": tokenizer.eos_token_id,
             },
-            settings.text_tower,
+            settings.tower_spec(arm),
             settings.projection_dim,
         )
         model.vision_model.load_state_dict(vision_tower.state_dict())
@@ -81,14 +91,14 @@ def build_arm(arm: str, vision_tower, data: CaptionedImages, settings: ArmSettin
 
 
 def text_features(
-    arm: str, model, data: CaptionedImages, index: torch.Tensor, dense: torch.Tensor
+    arm: str, model, data: CaptionedImages, index: torch.Tensor, dense: torch.Tensor, long_kind: str = "long"
 ) -> torch.Tensor:
-    """The arm's text features for rows `index`, the long caption where `dense` is set."""
-    if arm == "clip_77":
+    """The arm's text features for rows `index`: the `long_kind` caption where `dense` is set, the short
+    one elsewhere."""
+    if arm in TEXT_TOWER_ARMS:
+        tokens = data.tokens[arm]
         chosen = {
-            name: torch.where(
-                dense[:, None], data.tokens["long"][name][index], data.tokens["short"][name][index]
-            )
+            name: torch.where(dense[:, None], tokens[long_kind][name][index], tokens["short"][name][index])
             for name in ("input_ids", "attention_mask")
         }
         width = int(chosen["attention_mask"].sum(dim=1).max())
@@ -96,7 +106,7 @@ def text_features(
     encoder = "finetuned" if arm == "llm2clip" else "base"
     features = data.llm_features[encoder]
     return model.get_text_features(
-        torch.where(dense[:, None], features["long"][index], features["short"][index])
+        torch.where(dense[:, None], features[long_kind][index], features["short"][index])
     )
 
 
@@ -135,24 +145,42 @@ def train_arm(arm: str, model, data: CaptionedImages, settings: ArmSettings, see
 
 @torch.no_grad()
 def evaluate_arm(arm: str, model, data: CaptionedImages, batch_size: int = 64) -> dict[str, float]:
-    """I2T and T2I recall@k on the held-out images, once with the short and once with the long captions."""
+    """I2T and T2I recall@k on the held-out images with each kind of caption (short, long, l2), and for
+    the long captions each image's I2T and T2I top-1 hit (for recall against caption length)."""
     model.eval()
     rows = torch.arange(len(data))
-    image = torch.cat(
-        [model.get_image_features(data.pixels[s : s + batch_size]) for s in range(0, len(data), batch_size)]
-    )
-    metrics = {}
-    for kind in ("short", "long"):
-        dense = torch.full((len(data),), kind == "long")
-        text = torch.cat(
+    image = F.normalize(
+        torch.cat(
             [
-                text_features(arm, model, data, rows[s : s + batch_size], dense[s : s + batch_size])
+                model.get_image_features(data.pixels[s : s + batch_size])
                 for s in range(0, len(data), batch_size)
             ]
+        ),
+        dim=-1,
+    )
+    metrics: dict = {}
+    kinds = [k for k in ("short", "long", "l2") if k in next(iter(data.tokens.values()))]
+    for kind in kinds:
+        dense = torch.full((len(data),), kind != "short")
+        long_kind = "long" if kind == "short" else kind
+        text = F.normalize(
+            torch.cat(
+                [
+                    text_features(
+                        arm, model, data, rows[s : s + batch_size], dense[s : s + batch_size], long_kind
+                    )
+                    for s in range(0, len(data), batch_size)
+                ]
+            ),
+            dim=-1,
         )
         metrics.update(
             {f"{kind}_{name}": value for name, value in image_text_recalls(image, text, KS).items()}
         )
+        if kind == "long":
+            similarity = image @ text.T
+            metrics["long_i2t_hits"] = (similarity.argmax(dim=1) == rows).tolist()
+            metrics["long_t2i_hits"] = (similarity.argmax(dim=0) == rows).tolist()
     return metrics
 
 
@@ -165,8 +193,10 @@ def run_arms(
     settings: ArmSettings,
     tokenizer,
     on_result: Callable[[dict], None] = lambda row: None,
+    validation: CaptionedImages | None = None,
 ) -> list[dict]:
-    """One row per (arm, seed): the held-out recalls and the first and last training losses."""
+    """One row per (arm, seed): the held-out recalls (and the validation ones, prefixed val_) and the
+    first and last training losses."""
     results = []
     for seed in seeds:
         for arm in arms:
@@ -177,6 +207,15 @@ def run_arms(
                 "arm": arm,
                 "seed": seed,
                 **evaluate_arm(arm, model, held_out),
+                **(
+                    {
+                        f"val_{name}": value
+                        for name, value in evaluate_arm(arm, model, validation).items()
+                        if not name.endswith("_hits")
+                    }
+                    if validation is not None and len(validation)
+                    else {}
+                ),
                 "loss_first": sum(losses[:tail]) / tail,
                 "loss_last": sum(losses[-tail:]) / tail,
             }

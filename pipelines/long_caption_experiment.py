@@ -11,9 +11,11 @@ recalls.png; all go to the stage's MLflow run.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import statistics
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import fsspec
@@ -24,12 +26,13 @@ from ops.config_schema import check
 from ops.manifest import StageCounts
 from pipelines.base import StageContext, StageOutcome, StageSpec
 
-METRICS = tuple(f"{kind}_{d}_r{k}" for kind in ("short", "long") for d in ("i2t", "t2i") for k in (1, 5))
+KINDS = ("short", "long", "l2")
+METRICS = tuple(f"{kind}_{d}_r{k}" for kind in KINDS for d in ("i2t", "t2i") for k in (1, 5))
 
 
 @dataclasses.dataclass(frozen=True)
 class LongCaptionExperimentConfig:
-    arms: tuple[str, ...] = ("llm2clip", "base_llm", "clip_77")
+    arms: tuple[str, ...] = ("llm2clip", "base_llm", "clip_77", "clip_long")
     seeds: tuple[int, ...] = (0, 1, 2)
     max_steps: int = 300  # optimizer steps per arm and seed
     batch_size: int = 32  # image-caption pairs per step
@@ -42,12 +45,19 @@ class LongCaptionExperimentConfig:
     adapter_depth: int = 2
     projection_dim: int = 64
     clip_max_tokens: int = 77  # the clip_77 arm's text context, in tokens
+    clip_long_max_tokens: int = 320  # the clip_long arm's: the longest dense caption must fit
     text_tower_hidden_size: int = 128
     text_tower_layers: int = 2
     text_tower_heads: int = 2
     dense_caption_field: str = "dense_caption"  # in each sample's json (the scenes' ground truth)
     eval_split_value: str = "eval"
     encode_batch_size: int = 64  # captions per LLM forward
+    # The stage whose llm/ folder is the base LLM (what finetune_text fine-tuned): tiny_models' random-init
+    # LLM or lm_pretrain's pretrained one. tiny_models' LLM is scored for CRA either way.
+    base_llm_stage: str = "tiny_models"
+    # Share of the training families set aside as a validation split (0: none): scored like the held-out
+    # scenes, never trained on by the arms; settings are chosen on it, never on the held-out scenes.
+    validation_share: float = 0.0
 
     def __post_init__(self):
         from pipelines.long_caption_arms import ARMS
@@ -60,6 +70,15 @@ class LongCaptionExperimentConfig:
             check(getattr(self, name) > 0, name, "a positive number", getattr(self, name))
         check(0.0 <= self.dense_ratio <= 1.0, "dense_ratio", "a share in [0, 1]", self.dense_ratio)
         check(
+            0.0 <= self.validation_share < 1.0, "validation_share", "a share in [0, 1)", self.validation_share
+        )
+        check(
+            self.base_llm_stage in ("tiny_models", "lm_pretrain"),
+            "base_llm_stage",
+            "tiny_models or lm_pretrain",
+            self.base_llm_stage,
+        )
+        check(
             self.text_tower_hidden_size % self.text_tower_heads == 0,
             "text_tower_hidden_size",
             f"a multiple of text_tower_heads ({self.text_tower_heads})",
@@ -67,9 +86,19 @@ class LongCaptionExperimentConfig:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    jpg: bytes
+    short: str
+    long: str
+    l2: str | None  # the second language's dense caption (rich scenes)
+    paraphrase: str | None  # the dense caption reworded (rich scenes): CRA's query
+    family: str  # scenes sharing a top half; validation is carved by family
+
+
 def _read_samples(shards_uri: str, config: LongCaptionExperimentConfig):
-    """(train, held_out, rejected): (jpg bytes, short caption, long caption) triples by split, and the
-    samples that cannot take part, with the reason."""
+    """(train, held_out, rejected): Samples by split, and the samples that cannot take part, with the
+    reason."""
     from ops.webdataset_io import iter_samples, list_shards
 
     fs, _ = fsspec.core.url_to_fs(shards_uri)
@@ -86,18 +115,37 @@ def _read_samples(shards_uri: str, config: LongCaptionExperimentConfig):
                     {"key": sample["key"], "reason": f"missing_{'_and_'.join(lacking)}", "shard": tar_path}
                 )
                 continue
-            triple = (sample["jpg"], sample["txt"].decode(), long)
-            (held_out if meta.get("split") == config.eval_split_value else train).append(triple)
+            family = meta.get("family")
+            row = Sample(
+                jpg=sample["jpg"],
+                short=sample["txt"].decode(),
+                long=long,
+                l2=meta.get("dense_caption_l2"),
+                paraphrase=meta.get("paraphrase"),
+                family=str(family if family is not None else meta.get("scene_key", sample["key"])),
+            )
+            (held_out if meta.get("split") == config.eval_split_value else train).append(row)
     return train, held_out, rejected
 
 
-def _captioned(triples, transform, encoders, tokenizer, config):
+def split_validation(train: list[Sample], share: float) -> tuple[list[Sample], list[Sample]]:
+    """(fit, validation): whole families by a hash of their id, so no sibling of a validation scene
+    is trained on."""
+    if share == 0:
+        return train, []
+    chosen = [s for s in train if zlib.crc32(s.family.encode()) % 10_000 < share * 10_000]
+    return [s for s in train if s not in chosen], chosen
+
+
+def _captioned(samples: list[Sample], transform, encoders, tokenizer, config):
     from models.text_tower_clip import tokenize_for_clip
     from ops.image_transforms import decode_rgb, eval_transform
-    from pipelines.long_caption_arms import CaptionedImages
+    from pipelines.long_caption_arms import TEXT_TOWER_ARMS, CaptionedImages
 
-    pixels = torch.stack([eval_transform(decode_rgb(jpg), transform) for jpg, _, _ in triples])
-    texts = {"short": [t[1] for t in triples], "long": [t[2] for t in triples]}
+    pixels = torch.stack([eval_transform(decode_rgb(s.jpg), transform) for s in samples])
+    texts = {"short": [s.short for s in samples], "long": [s.long for s in samples]}
+    if all(s.l2 for s in samples):
+        texts["l2"] = [s.l2 for s in samples]
     features, tokens, cut = {}, {}, {}
     with torch.no_grad():
         for name, encoder in encoders.items():
@@ -105,13 +153,40 @@ def _captioned(triples, transform, encoders, tokenizer, config):
                 kind: encoder.encode(tokenizer, captions, batch_size=config.encode_batch_size).float()
                 for kind, captions in texts.items()
             }
-    for kind, captions in texts.items():
-        tokens[kind], cut[kind] = tokenize_for_clip(tokenizer, captions, config.clip_max_tokens)
+    contexts = {"clip_77": config.clip_max_tokens, "clip_long": config.clip_long_max_tokens}
+    for arm in TEXT_TOWER_ARMS:
+        tokens[arm] = {}
+        for kind, captions in texts.items():
+            tokens[arm][kind], share = tokenize_for_clip(tokenizer, captions, contexts[arm])
+            if arm == "clip_77":
+                cut[kind] = share
+            elif share > 0:
+                raise ValueError(
+                    f"long_caption_experiment: {100 * share:.0f}% of the {kind} captions exceed "
+                    f"clip_long_max_tokens={config.clip_long_max_tokens}; raise it"
+                )
     return CaptionedImages(pixels, features, tokens), cut
 
 
-def _load_encoders(tuned_uri: str, base_uri: str):
-    """The fine-tuned encoder, and the base LLM pooled the same way (same encoder settings)."""
+def llm_cra(encoders, tokenizer, samples: list[Sample], config) -> dict[str, float]:
+    """CRA of each LLM on the held-out scenes: each query caption (the paraphrase where the scenes have
+    one, else the short caption) must retrieve its own dense caption among all of them."""
+    from ops.retrieval_metrics import caption_retrieval_accuracy
+
+    queries = [s.paraphrase or s.short for s in samples]
+    keys = [s.long for s in samples]
+    scores = {}
+    with torch.no_grad():
+        for name, encoder in encoders.items():
+            first = encoder.encode(tokenizer, queries, batch_size=config.encode_batch_size).float()
+            second = encoder.encode(tokenizer, keys, batch_size=config.encode_batch_size).float()
+            scores[f"cra_{name}"] = caption_retrieval_accuracy(first, second)
+    return scores
+
+
+def _load_encoders(tuned_uri: str, base_uri: str, random_uri: str):
+    """The fine-tuned encoder; the base LLM it was tuned from and tiny_models' random-init LLM, pooled
+    the same way (same encoder settings)."""
     from transformers import AutoModel
 
     from models.text_encoder import LLMTextEncoder
@@ -120,9 +195,12 @@ def _load_encoders(tuned_uri: str, base_uri: str):
 
     with ArtifactDir(tuned_uri).local_copy("") as folder:
         tuned, tokenizer = load_text_encoder(folder)
-    with ArtifactDir(base_uri).local_copy("") as folder:
-        backbone = AutoModel.from_pretrained(folder, use_safetensors=True)
-    return {"finetuned": tuned.eval(), "base": LLMTextEncoder(backbone.eval(), tuned.config)}, tokenizer
+    encoders = {"finetuned": tuned.eval()}
+    for name, uri in (("base", base_uri), ("random_init", random_uri)):
+        with ArtifactDir(uri).local_copy("") as folder:
+            backbone = AutoModel.from_pretrained(folder, use_safetensors=True)
+        encoders[name] = LLMTextEncoder(backbone.eval(), tuned.config)
+    return encoders, tokenizer
 
 
 def summarize(results: list[dict], arms: tuple[str, ...]) -> dict[str, dict[str, dict[str, float]]]:
@@ -131,7 +209,9 @@ def summarize(results: list[dict], arms: tuple[str, ...]) -> dict[str, dict[str,
     for arm in arms:
         rows = [r for r in results if r["arm"] == arm]
         summary[arm] = {}
-        for metric in (*METRICS, "loss_first", "loss_last"):
+        for metric in (*METRICS, *(f"val_{m}" for m in METRICS), "loss_first", "loss_last"):
+            if not rows or metric not in rows[0]:
+                continue
             values = [r[metric] for r in rows]
             std = statistics.stdev(values) if len(values) > 1 else 0.0
             summary[arm][metric] = {"mean": statistics.fmean(values), "std": std}
@@ -144,54 +224,143 @@ def _mean_r1(summary, arm: str, kind: str) -> tuple[float, float]:
     return (i2t["mean"] + t2i["mean"]) / 2, max(i2t["std"], t2i["std"])
 
 
-def _claim(summary, claim: str, other: str, well_below: bool) -> dict:
-    (a, a_std), (o, o_std) = _mean_r1(summary, "llm2clip", "long"), _mean_r1(summary, other, "long")
+def _claim(summary, claim: str, arm: str, other: str, kind: str, well_above: bool) -> dict:
+    (a, a_std), (o, o_std) = _mean_r1(summary, arm, kind), _mean_r1(summary, other, kind)
     spread = max(a_std, o_std)
-    holds = a - o > spread if well_below else a > o
-    return {"claim": claim, "llm2clip": a, "other": o, "gap": a - o, "seed_std": spread, "holds": holds}
+    holds = a - o > spread if well_above else a > o
+    return {"claim": claim, "arm": a, "other": o, "gap": a - o, "seed_std": spread, "holds": holds}
 
 
-def check_claims(summary) -> list[dict]:
-    """The paper's two claims, on long-caption R@1 (mean of both directions, over seeds). 'Well below'
-    asks for a gap larger than the seed-to-seed spread."""
+def check_claims(summary, cra: dict[str, float] | None = None, chance: float | None = None) -> list[dict]:
+    """The paper's claims in miniature, on R@1 (mean of both directions, over seeds). 'Well above' asks
+    for a gap larger than the seed-to-seed spread. (A) CRA: fine-tuning lifts the base LLM's;
+    (B) llm2clip over base_llm on long captions; (C) over clip_77 on long captions; (D) second-language
+    captions, never trained on, retrieved well above chance by llm2clip."""
     claims = []
-    if {"llm2clip", "clip_77"} <= summary.keys():
-        claims.append(_claim(summary, "llm2clip beats clip_77 on long captions", "clip_77", well_below=False))
+    if cra and {"cra_base", "cra_finetuned"} <= cra.keys():
+        gap = cra["cra_finetuned"] - cra["cra_base"]
+        claims.append(
+            {
+                "claim": "(A) CC fine-tuning lifts the base LLM's CRA",
+                "arm": cra["cra_finetuned"],
+                "other": cra["cra_base"],
+                "gap": gap,
+                "seed_std": 0.0,
+                "holds": gap > 0,
+            }
+        )
     if {"llm2clip", "base_llm"} <= summary.keys():
         claims.append(
             _claim(
-                summary, "base_llm falls well below llm2clip on long captions", "base_llm", well_below=True
+                summary,
+                "(B) llm2clip well above base_llm on long captions",
+                "llm2clip",
+                "base_llm",
+                "long",
+                True,
             )
+        )
+    if {"llm2clip", "clip_77"} <= summary.keys():
+        claims.append(
+            _claim(
+                summary, "(C) llm2clip beats clip_77 on long captions", "llm2clip", "clip_77", "long", False
+            )
+        )
+    if {"clip_long", "clip_77"} <= summary.keys():
+        claims.append(
+            _claim(
+                summary,
+                "(C') clip_long beats clip_77 on long captions",
+                "clip_long",
+                "clip_77",
+                "long",
+                False,
+            )
+        )
+    if "llm2clip" in summary and "l2_i2t_r1" in summary["llm2clip"] and chance is not None:
+        r1, std = _mean_r1(summary, "llm2clip", "l2")
+        claims.append(
+            {
+                "claim": "(D) llm2clip retrieves second-language captions well above chance",
+                "arm": r1,
+                "other": chance,
+                "gap": r1 - chance,
+                "seed_std": std,
+                "holds": r1 - chance > max(std, chance),
+            }
         )
     return claims
 
 
-def table_markdown(summary, claims, seeds, sizes: dict[str, float]) -> str:
+def table_markdown(summary, claims, seeds, sizes: dict[str, float], cra: dict[str, float]) -> str:
+    metrics = [m for m in METRICS if m in next(iter(summary.values()))]
     header = ["arm"] + [
-        f"{k} {d.upper()} R@{r}" for k in ("short", "long") for d in ("i2t", "t2i") for r in (1, 5)
+        m.replace("_r", " R@").replace("_", " ").replace("i2t", "I2T").replace("t2i", "T2I") for m in metrics
     ]
     lines = [
         f"# Long-caption experiment ({len(seeds)} seeds: {', '.join(map(str, seeds))})",
         "",
-        f"{sizes['train']:.0f} training scenes, {sizes['held_out']:.0f} held out; recall in %, mean ± std "
-        f"over seeds. {100 * sizes['long_cut']:.0f}% of the held-out long captions exceed the clip_77 arm's "
+        f"{sizes['train']:.0f} training scenes ({sizes['validation']:.0f} of them set aside for validation), "
+        f"{sizes['held_out']:.0f} held out; recall in %, mean ± std over seeds, on the held-out scenes. "
+        f"{100 * sizes['long_cut']:.0f}% of the held-out long captions exceed the clip_77 arm's "
         f"{sizes['max_tokens']:.0f} tokens (mean length {sizes['long_tokens']:.0f} tokens).",
+        "",
+        "CRA on the held-out scenes: "
+        + ", ".join(f"{name.removeprefix('cra_')} {100 * value:.1f}" for name, value in cra.items()),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    for arm, metrics in summary.items():
-        cells = [f"{100 * metrics[m]['mean']:.1f} ± {100 * metrics[m]['std']:.1f}" for m in METRICS]
+    for arm, values in summary.items():
+        cells = [f"{100 * values[m]['mean']:.1f} ± {100 * values[m]['std']:.1f}" for m in metrics]
         lines.append("| " + " | ".join([arm, *cells]) + " |")
-    lines += [
-        "",
-        "| claim (long-caption R@1, mean of I2T and T2I) | llm2clip | other | gap | seed std | holds |",
-    ]
+    lines += ["", "| claim (R@1: mean of I2T and T2I, %) | arm | other | gap | seed std | holds |"]
     lines.append("|---|---|---|---|---|---|")
     for c in claims:
-        values = [f"{100 * c[k]:.1f}" for k in ("llm2clip", "other", "gap", "seed_std")]
+        values = [f"{100 * c[k]:.1f}" for k in ("arm", "other", "gap", "seed_std")]
         lines.append("| " + " | ".join([c["claim"], *values, "yes" if c["holds"] else "no"]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def recall_by_length(results: list[dict], lengths: list[int], bins: int = 4) -> dict[str, list[dict]]:
+    """arm -> per token-length bin of the held-out long captions: its range and the R@1 (mean of I2T and
+    T2I hits, over seeds) of the captions in it."""
+    order = sorted(lengths)
+    edges = [order[min(len(order) - 1, round(i * len(order) / bins))] for i in range(bins)] + [order[-1] + 1]
+    curves: dict[str, list[dict]] = {}
+    for arm in dict.fromkeys(r["arm"] for r in results):
+        rows = [r for r in results if r["arm"] == arm]
+        curve = []
+        for low, high in itertools.pairwise(edges):
+            members = [i for i, n in enumerate(lengths) if low <= n < high]
+            if not members:
+                continue
+            hits = [(r["long_i2t_hits"][i] + r["long_t2i_hits"][i]) / 2 for r in rows for i in members]
+            curve.append({"from": low, "to": high - 1, "count": len(members), "r1": sum(hits) / len(hits)})
+        curves[arm] = curve
+    return curves
+
+
+def length_plot(curves: dict[str, list[dict]], context: int) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipelines.evaluate_report import png_bytes
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    for arm, curve in curves.items():
+        axis.plot(
+            [(b["from"] + b["to"]) / 2 for b in curve], [100 * b["r1"] for b in curve], marker="o", label=arm
+        )
+    axis.axvline(context, color="gray", linestyle="--", linewidth=1)
+    axis.text(context, axis.get_ylim()[1], f" {context} tokens", va="top", color="gray")
+    axis.set(
+        xlabel="long caption length (tokens)", ylabel="R@1 (%)", title="Held-out long captions by length"
+    )
+    axis.legend()
+    return png_bytes(figure)
 
 
 def recall_plot(summary) -> bytes:
@@ -203,8 +372,12 @@ def recall_plot(summary) -> bytes:
 
     from pipelines.evaluate_report import png_bytes
 
-    columns = ["short_i2t_r1", "short_t2i_r1", "long_i2t_r1", "long_t2i_r1"]
-    figure, axis = plt.subplots(figsize=(7, 3.5))
+    columns = [
+        c
+        for c in ("short_i2t_r1", "short_t2i_r1", "long_i2t_r1", "long_t2i_r1", "l2_i2t_r1", "l2_t2i_r1")
+        if c in next(iter(summary.values()))
+    ]
+    figure, axis = plt.subplots(figsize=(9, 3.5))
     width = 0.8 / len(summary)
     for i, (arm, metrics) in enumerate(summary.items()):
         positions = [c + (i - (len(summary) - 1) / 2) * width for c in range(len(columns))]
@@ -213,7 +386,7 @@ def recall_plot(summary) -> bytes:
         axis.bar(positions, means, width, yerr=errors, capsize=3, label=arm)
     axis.set_xticks(range(len(columns)), [c.replace("_r1", " R@1").replace("_", " ") for c in columns])
     axis.set_ylabel("recall (%)")
-    axis.set_title("Held-out scenes: short vs long captions")
+    axis.set_title("Held-out scenes: short, long and second-language captions")
     axis.legend()
     return png_bytes(figure)
 
@@ -226,20 +399,31 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
 
     started = time.perf_counter()
     tiny = ctx.inputs["tiny_models"]
-    train_triples, held_triples, rejected = _read_samples(ctx.inputs["download"].child_uri("shards"), config)
-    if len(train_triples) < 2 or len(held_triples) < 2:
+    _check_base_matches_finetune(ctx.inputs["finetune_text"], config.base_llm_stage)
+    all_train, held_samples, rejected = _read_samples(ctx.inputs["download"].child_uri("shards"), config)
+    fit_samples, validation_samples = split_validation(all_train, config.validation_share)
+    if len(fit_samples) < 2 or len(held_samples) < 2:
         raise ValueError(
-            f"long_caption_experiment: {len(train_triples)} training and {len(held_triples)} held-out "
+            f"long_caption_experiment: {len(fit_samples)} training and {len(held_samples)} held-out "
             f"samples with a {config.dense_caption_field!r}; need at least 2 of each"
         )
     tower, mean, std = load_vision_tower(tiny.child_uri("vision"))
     transform = ImageTransformConfig(size_px=int(tower.config.image_size), mean=mean, std=std)
     encoders, tokenizer = _load_encoders(
-        ctx.inputs["finetune_text"].child_uri("encoder"), tiny.child_uri("llm")
+        ctx.inputs["finetune_text"].child_uri("encoder"),
+        ctx.inputs[config.base_llm_stage].child_uri("llm"),
+        tiny.child_uri("llm"),
     )
-    train, _ = _captioned(train_triples, transform, encoders, tokenizer, config)
-    held_out, cut = _captioned(held_triples, transform, encoders, tokenizer, config)
-    del encoders  # the LLMs are not needed past this point
+    cra = llm_cra(encoders, tokenizer, held_samples, config)
+    arm_encoders = {name: encoders[name] for name in ("finetuned", "base")}
+    train, _ = _captioned(fit_samples, transform, arm_encoders, tokenizer, config)
+    held_out, cut = _captioned(held_samples, transform, arm_encoders, tokenizer, config)
+    validation = (
+        _captioned(validation_samples, transform, arm_encoders, tokenizer, config)[0]
+        if validation_samples
+        else None
+    )
+    del encoders, arm_encoders  # the LLMs are not needed past this point
     settings = ArmSettings(
         max_steps=config.max_steps,
         batch_size=config.batch_size,
@@ -257,66 +441,109 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
             config.text_tower_heads,
             config.clip_max_tokens,
         ),
+        clip_long_max_tokens=config.clip_long_max_tokens,
     )
 
     def log_row(row: dict) -> None:
+        shown = [
+            m
+            for m in ("short_i2t_r1", "long_i2t_r1", "long_t2i_r1", "l2_i2t_r1", "val_long_i2t_r1")
+            if m in row
+        ]
         print(
             f"[long_caption_experiment] {row['arm']:<9} seed {row['seed']}: "
-            + ", ".join(
-                f"{m} {100 * row[m]:.1f}"
-                for m in ("short_i2t_r1", "short_t2i_r1", "long_i2t_r1", "long_t2i_r1")
-            ),
+            + ", ".join(f"{m} {100 * row[m]:.1f}" for m in shown),
             flush=True,
         )
-        ctx.log_metrics({f"{row['arm']}_{m}": row[m] for m in (*METRICS, "loss_last")}, row["seed"])
+        logged = [m for m in (*METRICS, *(f"val_{m}" for m in METRICS), "loss_last") if m in row]
+        ctx.log_metrics({f"{row['arm']}_{m}": row[m] for m in logged}, row["seed"])
 
-    results = run_arms(config.arms, config.seeds, tower, train, held_out, settings, tokenizer, log_row)
+    results = run_arms(
+        config.arms, config.seeds, tower, train, held_out, settings, tokenizer, log_row, validation
+    )
     summary = summarize(results, config.arms)
-    claims = check_claims(summary)
-    long_lengths = [len(ids) for ids in tokenizer([t[2] for t in held_triples])["input_ids"]]
+    claims = check_claims(summary, cra, chance=1 / len(held_out))
+    long_lengths = [len(ids) for ids in tokenizer([s.long for s in held_samples])["input_ids"]]
+    curves = recall_by_length(results, long_lengths)
     sizes = {
-        "train": len(train),
+        "train": len(all_train),
+        "validation": len(validation_samples),
         "held_out": len(held_out),
         "long_cut": cut["long"],
         "short_cut": cut["short"],
         "long_tokens": sum(long_lengths) / len(long_lengths),
+        "long_tokens_min": min(long_lengths),
+        "long_tokens_max": max(long_lengths),
+        "long_tokens_quartiles": statistics.quantiles(long_lengths, n=4)
+        if len(long_lengths) > 1
+        else long_lengths,
         "max_tokens": config.clip_max_tokens,
     }
-    table = table_markdown(summary, claims, config.seeds, sizes)
+    table = table_markdown(summary, claims, config.seeds, sizes, cra)
     artifact = ctx.artifact
-    artifact.write_json_atomic("results.json", results)
-    artifact.write_json_atomic("summary.json", {"summary": summary, "sizes": sizes})
+    artifact.write_json_atomic(
+        "results.json", [{k: v for k, v in r.items() if not k.endswith("_hits")} for r in results]
+    )
+    artifact.write_json_atomic("summary.json", {"summary": summary, "sizes": sizes, "cra": cra})
     artifact.write_json_atomic("claims.json", claims)
+    artifact.write_json_atomic("recall_by_length.json", curves)
     artifact.write_bytes_atomic("table.md", table.encode())
     if rejected:
         artifact.write_parquet_atomic("rejected.parquet", pa.Table.from_pylist(rejected))
-    png = recall_plot(summary)
-    artifact.write_bytes_atomic("recalls.png", png)
+    plots = {
+        "recalls.png": recall_plot(summary),
+        "recall_by_length.png": length_plot(curves, config.clip_max_tokens),
+    }
     print(table, flush=True)
     ctx.log_text(table, "table.md")
     with tempfile.TemporaryDirectory() as folder:
-        plot = Path(folder) / "recalls.png"
-        plot.write_bytes(png)
-        ctx.log_file(str(plot))
-    metrics = {f"{arm}_{m}_mean": summary[arm][m]["mean"] for arm in summary for m in METRICS}
+        for name, png in plots.items():
+            artifact.write_bytes_atomic(name, png)
+            (Path(folder) / name).write_bytes(png)
+            ctx.log_file(str(Path(folder) / name))
+    metrics = {
+        f"{arm}_{m}_mean": summary[arm][m]["mean"] for arm in summary for m in summary[arm] if m in METRICS
+    }
     metrics.update({f"claim_{i}_holds": float(c["holds"]) for i, c in enumerate(claims)})
+    metrics.update(cra)
     metrics.update({"long_captions_cut_share": cut["long"], "experiment_s": time.perf_counter() - started})
-    kept = len(train_triples) + len(held_triples)
+    kept = len(all_train) + len(held_samples)
     reasons: dict[str, int] = {}
     for row in rejected:
         reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
     counts = StageCounts(
         num_in=kept + len(rejected), num_out=kept, num_rejected=len(rejected), rejected_by_reason=reasons
     )
-    details = {"claims": claims, "sizes": sizes, "arms": list(config.arms), "seeds": list(config.seeds)}
+    details = {
+        "claims": claims,
+        "sizes": sizes,
+        "cra": cra,
+        "arms": list(config.arms),
+        "seeds": list(config.seeds),
+    }
     return StageOutcome(counts=counts, metrics=metrics, details=details)
+
+
+def _check_base_matches_finetune(finetune, base_llm_stage: str) -> None:
+    """The base_llm arm must use the LLM finetune_text started from, or (B) compares different models."""
+    used = finetune.read_manifest()["config"].get("base_model_stage", "tiny_models")
+    if used != base_llm_stage:
+        raise ValueError(
+            f"long_caption_experiment.base_llm_stage is {base_llm_stage!r} but finetune_text fine-tuned "
+            f"{used!r}'s LLM; set both to the same stage"
+        )
+
+
+def experiment_inputs(config: LongCaptionExperimentConfig) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(("download", "tiny_models", config.base_llm_stage, "finetune_text")))
 
 
 STAGE = StageSpec(
     name="long_caption_experiment",
-    code_version="1",
+    code_version="2",  # 2: clip_long, second-language captions, CRA of three LLMs, validation split
     config_cls=LongCaptionExperimentConfig,
     inputs=("download", "tiny_models", "finetune_text"),
     run=run_long_caption_experiment,
+    resolve_inputs=experiment_inputs,
     description="LLM2CLIP vs base-LLM features vs a 77-token CLIP text tower, short and long captions",
 )

@@ -38,6 +38,7 @@ TABLE_SCHEMA = pa.schema(
         ("num_objects", pa.int32()),
         ("background", pa.string()),
         # The second language's captions (rich scenes only; null otherwise): scored, never trained on.
+        ("family", pa.int64()),  # scenes sharing their top half (rich); each basic scene is its own
         ("paraphrase", pa.string()),  # the dense caption reworded and reordered: CRA's other caption
         ("caption_l2", pa.string()),
         ("dense_caption_l2", pa.string()),
@@ -129,6 +130,7 @@ def _basic_row(config: ScenesConfig, split: str, index: int, key: str):
         "dense_caption": scenes.dense_caption(scene),
         "num_objects": len(scene.objects),
         "background": scene.background,
+        "family": index,
         "paraphrase": None,
         "caption_l2": None,
         "dense_caption_l2": None,
@@ -144,6 +146,7 @@ def _rich_row(config: ScenesConfig, split: str, index: int, key: str):
         "dense_caption": rich_scenes.rich_dense_caption(scene),
         "num_objects": len(scene.objects),
         "background": scene.background,
+        "family": index // config.family_size,
         "paraphrase": english_description(
             scene, random.Random(rich_scenes.rich_scene_seed(config.seed, split, index, "paraphrase"))
         ),

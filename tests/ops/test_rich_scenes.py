@@ -48,7 +48,7 @@ def test_siblings_share_their_top_half_and_render_differently():
     assert len(set(images)) == len(images)
     for scene in siblings:
         names = [(o.shape, o.color) for o in scene.objects]
-        assert len(set(names)) == len(names) and 4 <= len(names) <= 8
+        assert len(set(names)) == len(names) and 3 <= len(names) <= 7
 
 
 def test_second_language_has_its_own_words_and_puts_nouns_first():
