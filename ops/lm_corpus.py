@@ -20,11 +20,13 @@ from collections.abc import Iterator
 from ops.config_schema import check
 from ops.rich_scenes import (
     COUNT_WORDS,
+    ENGLISH,
     FUNCTION_WORDS,
     ORDINALS,
     RichObject,
     RichScene,
     attribute_sentence,
+    caption_sentences,
     count_sentence,
     header_sentence,
     noun_phrase,
@@ -37,12 +39,7 @@ from ops.rich_scenes import (
 )
 from ops.scenes import BACKGROUNDS, COLORS
 from ops.second_language import (
-    l2_attribute_sentence,
-    l2_count_sentence,
-    l2_dense_caption,
-    l2_header_sentence,
-    l2_object_sentence,
-    l2_relation_sentence,
+    L2,
     l2_vocabulary,
 )
 
@@ -148,29 +145,15 @@ def english_description(scene: RichScene, rng: random.Random) -> str:
 
 
 def l2_description(scene: RichScene, rng: random.Random) -> str:
-    if rng.random() < 0.6:
-        return l2_dense_caption(scene)
     objects = list(scene.objects)
-    rng.shuffle(objects)
-    sentences = [l2_header_sentence(scene)]
-    for i, obj in enumerate(objects):
-        sentences += [l2_object_sentence(obj), l2_attribute_sentence(obj)]
-        if i + 1 < len(objects):
-            sentences.append(l2_relation_sentence(obj, objects[i + 1]))
-    sentences.append(l2_count_sentence(scene))
-    return " ".join(sentences)
+    if rng.random() < 0.4:
+        rng.shuffle(objects)
+    return " ".join(caption_sentences(scene, L2, objects))
 
 
 def parallel_document(scene: RichScene, rng: random.Random, count: int) -> str:
     """English sentences, each followed by ' = ' and its translation."""
-    pairs = [(header_sentence(scene), l2_header_sentence(scene))]
-    pairs.append((count_sentence(scene), l2_count_sentence(scene)))
-    for i, obj in enumerate(scene.objects):
-        pairs.append((object_sentence(obj), l2_object_sentence(obj)))
-        pairs.append((attribute_sentence(obj), l2_attribute_sentence(obj)))
-        if i + 1 < len(scene.objects):
-            nxt = scene.objects[i + 1]
-            pairs.append((relation_sentence(obj, nxt), l2_relation_sentence(obj, nxt)))
+    pairs = list(zip(caption_sentences(scene, ENGLISH), caption_sentences(scene, L2)))
     chosen = rng.sample(pairs, min(count, len(pairs)))
     return " ".join(f"{en} = {l2}" for en, l2 in chosen)
 

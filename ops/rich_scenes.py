@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+from collections.abc import Callable
 
 from PIL import Image, ImageDraw
 
@@ -213,16 +214,36 @@ def relation_sentence(a: RichObject, b: RichObject) -> str:
     return f"It is {' '.join(relation_words(a, b))} the {b.name}."
 
 
+@dataclasses.dataclass(frozen=True)
+class Phrasing:
+    """One language's sentence makers for a dense caption."""
+
+    header: Callable[[RichScene], str]
+    place: Callable[[RichObject], str]  # where the object is and what it is
+    attribute: Callable[[RichObject], str]  # its colour and shape again
+    relation: Callable[[RichObject, RichObject], str]  # where it is relative to the next object
+    count: Callable[[RichScene], str]
+
+
+def caption_sentences(scene: RichScene, phrasing: Phrasing, objects=None) -> list[str]:
+    """Header, then each object (in reading order unless `objects` gives another): place and kind,
+    colour and shape again, relation to the next one; then the count. Every language walks a scene the
+    same way, so two languages' sentences align one to one."""
+    objects = list(scene.objects if objects is None else objects)
+    sentences = [phrasing.header(scene)]
+    for i, obj in enumerate(objects):
+        sentences += [phrasing.place(obj), phrasing.attribute(obj)]
+        if i + 1 < len(objects):
+            sentences.append(phrasing.relation(obj, objects[i + 1]))
+    sentences.append(phrasing.count(scene))
+    return sentences
+
+
+ENGLISH = Phrasing(header_sentence, object_sentence, attribute_sentence, relation_sentence, count_sentence)
+
+
 def rich_dense_caption(scene: RichScene) -> str:
-    """Header, then each object in reading order (place and kind, colour and shape again, relation to
-    the next one), then the count."""
-    sentences = [header_sentence(scene)]
-    for i, obj in enumerate(scene.objects):
-        sentences += [object_sentence(obj), attribute_sentence(obj)]
-        if i + 1 < len(scene.objects):
-            sentences.append(relation_sentence(obj, scene.objects[i + 1]))
-    sentences.append(count_sentence(scene))
-    return " ".join(sentences)
+    return " ".join(caption_sentences(scene, ENGLISH))
 
 
 SHORT_TEMPLATES = ("{}", "photo of {}", "{} on a {bg} background", "picture with {}")

@@ -15,8 +15,10 @@ import random
 from ops.rich_scenes import (
     COUNT_WORDS,
     ORDINALS,
+    Phrasing,
     RichObject,
     RichScene,
+    caption_sentences,
     relation_words,
     rich_vocabulary,
 )
@@ -83,13 +85,12 @@ def l2_relation_sentence(a: RichObject, b: RichObject) -> str:
 
 def l2_dense_caption(scene: RichScene) -> str:
     """The dense caption's translation, sentence for sentence and in the same order."""
-    sentences = [l2_header_sentence(scene)]
-    for i, obj in enumerate(scene.objects):
-        sentences += [l2_object_sentence(obj), l2_attribute_sentence(obj)]
-        if i + 1 < len(scene.objects):
-            sentences.append(l2_relation_sentence(obj, scene.objects[i + 1]))
-    sentences.append(l2_count_sentence(scene))
-    return " ".join(sentences)
+    return " ".join(caption_sentences(scene, L2))
+
+
+L2 = Phrasing(
+    l2_header_sentence, l2_object_sentence, l2_attribute_sentence, l2_relation_sentence, l2_count_sentence
+)
 
 
 def l2_short_caption(scene: RichScene, template: int) -> str:
