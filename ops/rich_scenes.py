@@ -21,10 +21,9 @@ from collections.abc import Callable
 
 from PIL import Image, ImageDraw
 
-from ops.scenes import BACKGROUNDS, COLORS, NUMBER_WORDS
+from ops.scenes import BACKGROUNDS, COLORS, NUMBER_WORDS, SHAPES, SHORT_TEMPLATES
 
 GRID = 3  # rows and columns
-SHAPES = ("circle", "square", "triangle", "diamond")
 PATTERNS = ("solid", "hollow")
 SIZES: dict[str, float] = {"small": 0.12, "medium": 0.18, "large": 0.25}  # radius, share of the side
 ORDINALS = ("first", "second", "third")
@@ -129,51 +128,28 @@ def render_rich_scene(scene: RichScene, image_size_px: int) -> Image.Image:
     image = Image.new("RGB", (image_size_px, image_size_px), BACKGROUNDS[scene.background])
     draw = ImageDraw.Draw(image)
     cell = image_size_px / GRID
+    width = max(1, round(image_size_px / 64))  # a hollow shape's outline, in pixels
     for obj in scene.objects:
         cx, cy = (obj.column + 0.5) * cell, (obj.row + 0.5) * cell
         r = SIZES[obj.size] * image_size_px
-        _draw_shape(draw, obj.shape, cx, cy, r, COLORS[obj.color], obj.pattern, image_size_px)
-        if obj.pattern == "striped":
-            # Background-coloured horizontal lines across the filled shape.
-            step = max(2, round(r / 2.5))
-            line = BACKGROUNDS[scene.background]
-            for y in range(round(cy - r) + step // 2, round(cy + r), step):
-                for x in range(round(cx - r), round(cx + r) + 1):
-                    if (
-                        0 <= x < image_size_px
-                        and 0 <= y < image_size_px
-                        and image.getpixel((x, y)) == (COLORS[obj.color])
-                    ):
-                        image.putpixel((x, y), line)
+        color = COLORS[obj.color]
+        fill = None if obj.pattern == "hollow" else color
+        if obj.shape == "circle":
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill, outline=color, width=width)
+        elif obj.shape == "square":
+            draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill, outline=color, width=width)
+        elif obj.shape == "triangle":
+            draw.polygon(
+                [(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill, outline=color, width=width
+            )
+        else:
+            draw.polygon(
+                [(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)],
+                fill=fill,
+                outline=color,
+                width=width,
+            )
     return image
-
-
-def _draw_shape(draw, shape: str, cx: float, cy: float, r: float, color, pattern: str, side: int) -> None:
-    fill = None if pattern == "hollow" else color
-    outline = color
-    width = max(1, round(side / 64))
-    if shape == "circle":
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill, outline=outline, width=width)
-    elif shape == "square":
-        draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill, outline=outline, width=width)
-    elif shape == "cross":
-        arm = r / 2.5
-        for box in ((cx - arm, cy - r, cx + arm, cy + r), (cx - r, cy - arm, cx + r, cy + arm)):
-            draw.rectangle(box, fill=fill, outline=outline, width=width)
-    else:
-        points = {
-            "triangle": [(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)],
-            "diamond": [(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)],
-            "hexagon": [
-                (cx - r, cy),
-                (cx - r / 2, cy - r),
-                (cx + r / 2, cy - r),
-                (cx + r, cy),
-                (cx + r / 2, cy + r),
-                (cx - r / 2, cy + r),
-            ],
-        }[shape]
-        draw.polygon(points, fill=fill, outline=outline, width=width)
 
 
 def relation_words(a: RichObject, b: RichObject) -> tuple[str, ...]:
@@ -244,9 +220,6 @@ ENGLISH = Phrasing(header_sentence, object_sentence, attribute_sentence, relatio
 
 def rich_dense_caption(scene: RichScene) -> str:
     return " ".join(caption_sentences(scene, ENGLISH))
-
-
-SHORT_TEMPLATES = ("{}", "photo of {}", "{} on a {bg} background", "picture with {}")
 
 
 def rich_short_caption(scene: RichScene, template: int) -> str:

@@ -29,6 +29,8 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "pink": (240, 180, 200),
 }
 SHAPES = ("circle", "square", "triangle", "diamond")
+# Alt-text templates for the short captions ({} the objects, {bg} the background).
+SHORT_TEMPLATES = ("{}", "photo of {}", "{} on a {bg} background", "picture with {}")
 SIZES: dict[str, float] = {"small": 0.12, "medium": 0.18, "large": 0.25}  # radius as a share of the side
 # A 3x3 grid of places; names read like captions ("in the top left").
 ROWS = ("top", "middle", "bottom")
@@ -101,7 +103,7 @@ def short_caption(scene: Scene, rng: random.Random) -> str:
     """Alt-text style: names at most two objects, no sizes or places, like most web captions."""
     named = [f"a {o.name}" for o in scene.objects[:2]]
     subject = " and ".join(named)
-    template = rng.choice(("{}", "photo of {}", "{} on a {bg} background", "picture with {}"))
+    template = rng.choice(SHORT_TEMPLATES)
     return template.format(subject, bg=scene.background)
 
 
