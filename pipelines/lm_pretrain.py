@@ -78,7 +78,7 @@ def run_lm_pretrain(config: LmPretrainConfig, ctx: StageContext) -> StageOutcome
 
     from ops.lm_corpus import CorpusStats, documents
     from pipelines.lm_pretrain_loop import PretrainSettings, batches, mean_loss, packed_blocks, pretrain
-    from pipelines.tiny_models import held_out_captions
+    from pipelines.scenes import held_out_captions
 
     started = time.perf_counter()
     if config.threads:

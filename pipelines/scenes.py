@@ -170,6 +170,11 @@ def read_scene_table(artifact: ArtifactDir, split: str | None = None) -> pa.Tabl
     return pa.concat_tables(tables).sort_by("key")
 
 
+def held_out_captions(artifact: ArtifactDir) -> frozenset[str]:
+    """The held-out (eval) scenes' dense captions: what no corpus or training may show."""
+    return frozenset(read_scene_table(artifact, split="eval").column("dense_caption").to_pylist())
+
+
 def run_scenes(config: ScenesConfig, ctx: StageContext) -> StageOutcome:
     started = time.perf_counter()
     tasks = plan_shards(config)

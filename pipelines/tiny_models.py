@@ -20,7 +20,7 @@ from ops.config_schema import check
 from ops.manifest import StageCounts
 from ops.scenes import vocabulary_corpus
 from pipelines.base import StageContext, StageOutcome, StageSpec
-from pipelines.scenes import read_scene_table
+from pipelines.scenes import held_out_captions, read_scene_table
 
 MODEL_FOLDERS = ("tokenizer", "llm", "captioner", "vision")
 
@@ -48,10 +48,6 @@ class TinyModelsConfig:
         check(
             self.vocab_size >= 300, "vocab_size", "at least 300 (256 bytes + special tokens)", self.vocab_size
         )
-
-
-def held_out_captions(scenes_artifact) -> frozenset[str]:
-    return frozenset(read_scene_table(scenes_artifact, split="eval").column("dense_caption").to_pylist())
 
 
 def lm_corpus_sample(count: int, held_out: frozenset[str]) -> list[str]:
