@@ -43,7 +43,7 @@ def _vision(args) -> None:
         for i in range(count):
             scene = rich_scenes.sample_rich_scene(0, stream, i, 4, f"{stream}-{i}")
             buffer = io.BytesIO()
-            rich_scenes.render_rich_scene(scene, 96).save(buffer, format="JPEG", quality=90)
+            rich_scenes.render_rich_scene(scene, args.render_px).save(buffer, format="JPEG", quality=90)
             long = rich_scenes.rich_dense_caption(scene)
             rows.append(
                 Sample(
@@ -64,15 +64,23 @@ def _vision(args) -> None:
         )
         encoders = {"base": encoder.eval(), "finetuned": encoder.eval()}
     config = LongCaptionExperimentConfig()
-    transform = ImageTransformConfig(size_px=64, mean=CLIP_MEAN, std=CLIP_STD)
+    transform = ImageTransformConfig(size_px=args.image_px, mean=CLIP_MEAN, std=CLIP_STD)
     fit = samples("probe-train", args.scenes)
     train, _ = _captioned(fit, transform, encoders, tokenizer, config)
     seen, _ = _captioned(fit[:128], transform, encoders, tokenizer, config)
     validation, _ = _captioned(samples("probe-val", 128), transform, encoders, tokenizer, config)
-    tower, _ = build_tiny_vision_tower(TinyVisionSpec(image_size_px=64, patch_size_px=16), 0)
+    spec = TinyVisionSpec(
+        hidden_size=args.width,
+        intermediate_size=2 * args.width,
+        num_layers=args.layers,
+        num_heads=2,
+        image_size_px=args.image_px,
+        patch_size_px=args.patch_px,
+    )
+    tower, _ = build_tiny_vision_tower(spec, 0)
     settings = ArmSettings(
         max_steps=args.steps,
-        batch_size=32,
+        batch_size=args.batch,
         learning_rate=args.lr,
         weight_decay=0.0,
         warmup_steps=10,
@@ -124,7 +132,7 @@ def _cc(args) -> None:
     held = pc.equal(pc.bit_wise_and(pa_crc(pairs["key"]), 7), 0)
     validation = pairs.filter(pc.and_(held, pc.equal(pairs["kind"], "short_long")))
     train = pairs.filter(pc.invert(held)).drop_columns(["key", "kind"])
-    config = TextEncoderConfig(max_length=320)
+    config = TextEncoderConfig(max_length=320, bidirectional=not args.causal)
 
     def score(encoder) -> str:
         encoder.eval()
@@ -156,7 +164,7 @@ def _cc(args) -> None:
     )
     optimizer, scheduler = build_optimizer(encoder, settings)
     losses: list[float] = []
-    batches = pair_batches(train, 32, rank=0, world=1, seed=0)
+    batches = pair_batches(train, 32, rank=0, world=1, seed=0, query_side=args.query_side)
     record = lambda step, metrics: losses.append(round(metrics["loss"], 2))  # noqa: E731
     train_steps(encoder, tokenizer, batches, settings, optimizer, scheduler, 0, record, torch.device("cpu"))
     every = max(1, args.steps // 8)
@@ -183,6 +191,12 @@ def main() -> None:
     vision.add_argument(
         "--bottom", type=int, default=4, help="most objects in the two rows siblings differ in"
     )
+    vision.add_argument("--batch", type=int, default=32)
+    vision.add_argument("--render-px", type=int, default=96, help="scene side as rendered (JPEG)")
+    vision.add_argument("--image-px", type=int, default=64, help="the tower's input side")
+    vision.add_argument("--patch-px", type=int, default=16)
+    vision.add_argument("--width", type=int, default=64, help="the tower's hidden size")
+    vision.add_argument("--layers", type=int, default=2)
     vision.add_argument("--tokenizer", required=True, help="a folder with the tokenizer (tiny_models' llm/)")
     vision.add_argument("--llm", default="", help="a folder with the LLM for base_llm/llm2clip")
     cc = commands.add_parser("cc", help="caption-contrastive fine-tuning of a pretrained tiny LLM")
@@ -191,6 +205,10 @@ def main() -> None:
     cc.add_argument("--steps", type=int, default=300)
     cc.add_argument("--temperature", type=float, default=0.05)
     cc.add_argument("--mntp-steps", type=int, default=0)
+    cc.add_argument("--query-side", default="first", choices=("first", "random"))
+    cc.add_argument(
+        "--causal", action="store_true", help="keep the causal mask when encoding (default: bidirectional)"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     (_vision if args.probe == "vision" else _cc)(args)

@@ -21,6 +21,7 @@ from ops.errors import BadInputError
 from ops.hashing import NOT_IN_KEY
 from ops.manifest import StageCounts
 from pipelines.base import StageContext, StageOutcome, StageSpec
+from pipelines.finetune_text_loop import QUERY_SIDES
 from pipelines.finetune_text_pairs import collect_pairs, training_pairs
 
 BASE_MODEL_STAGES = ("tiny_models", "lm_pretrain")  # stages that write an llm/ folder
@@ -46,6 +47,10 @@ class FinetuneTextConfig:
     short_dense_source: str = "none"  # none | column | first_sentences
     short_dense_column: str = "short_dense_caption"
     short_dense_sentences: int = 1
+    # Which caption of a pair is the query: "first" (the alt-text or short caption; the dense caption is
+    # always the key, as LLM2Vec trains) or "random" per pair. A pretrained LLM collapses under "random"
+    # (see finetune_text_loop.order_sides); the random-init demo LLM learns under both.
+    query_side: str = "first"
     hard_negatives: bool = False  # add the closest-worded caption of another image as a negative
     eval_split_value: str = "eval"  # rows whose `split` field equals this are held out for CRA
     num_eval_pairs: int = 256  # held out by key hash when the data has no `split` field
@@ -103,6 +108,7 @@ class FinetuneTextConfig:
             "column or recaption",
             self.dense_caption_source,
         )
+        check(self.query_side in QUERY_SIDES, "query_side", f"one of {QUERY_SIDES}", self.query_side)
         check(self.temperature > 0, "temperature", "a positive number", self.temperature)
         for name in ("max_steps", "batch_size_per_worker", "num_workers", "checkpoint_every_steps"):
             check(getattr(self, name) > 0, name, "a positive integer", getattr(self, name))

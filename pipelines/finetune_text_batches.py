@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from pipelines.finetune_text_loop import Batch, swap_sides
+from pipelines.finetune_text_loop import Batch, order_sides
 
 
 def steps_per_epoch(num_rows: int, batch_size: int, world: int) -> int:
@@ -36,10 +36,16 @@ def _epoch_order(num_rows: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def pair_batches(
-    table: pa.Table, batch_size: int, rank: int, world: int, seed: int, start_step: int = 0
+    table: pa.Table,
+    batch_size: int,
+    rank: int,
+    world: int,
+    seed: int,
+    start_step: int = 0,
+    query_side: str = "first",
 ) -> Iterator[Batch]:
-    """Endless: rank's batch for steps start_step, start_step + 1, ...; which caption of a pair is the
-    query is drawn per (step, rank), so it too is the same on a resume."""
+    """Endless: rank's batch for steps start_step, start_step + 1, ...; with query_side "random", which
+    caption of a pair is the query is drawn per (step, rank), so it too is the same on a resume."""
     per_epoch = steps_per_epoch(table.num_rows, batch_size, world)
     columns = {name: table.column(name).to_pylist() for name in table.column_names}
     step, epoch, order = start_step, -1, np.empty(0, dtype=np.int64)
@@ -50,5 +56,5 @@ def pair_batches(
         start = ((step % per_epoch) * world + rank) * batch_size
         rows = order[start : start + batch_size].tolist()
         picked = {name: [values[i] for i in rows] for name, values in columns.items()}
-        yield swap_sides(picked, random.Random(f"{seed}/{step}/{rank}"))
+        yield order_sides(picked, query_side, random.Random(f"{seed}/{step}/{rank}"))
         step += 1

@@ -109,7 +109,9 @@ def _mntp_backbone(config, settings: dict[str, Any], pairs: pa.Table, device, lo
     rank, world = rank_and_world()
     text_batches = (
         batch["query_side"] + batch["key_side"]
-        for batch in pair_batches(pairs, config.batch_size_per_worker, rank, world, config.seed)
+        for batch in pair_batches(
+            pairs, config.batch_size_per_worker, rank, world, config.seed, query_side=config.query_side
+        )
     )
 
     mntp = MntpSettings(
@@ -236,7 +238,9 @@ def train_worker(settings: dict[str, Any]) -> dict[str, float] | None:
 
     loop_started = time.perf_counter()
     # From the checkpoint's step on, the batches an uninterrupted run would see (step -> rows).
-    batches = pair_batches(pairs, config.batch_size_per_worker, rank, world, config.seed, start_step)
+    batches = pair_batches(
+        pairs, config.batch_size_per_worker, rank, world, config.seed, start_step, config.query_side
+    )
     train_steps(
         encoder, tokenizer, batches, loop, optimizer, scheduler, start_step, on_step, device, autocast
     )

@@ -6,7 +6,7 @@ import random
 
 import pyarrow as pa
 
-from pipelines.finetune_text_loop import swap_sides
+from pipelines.finetune_text_loop import order_sides, swap_sides
 from pipelines.finetune_text_pairs import first_sentences, training_pairs
 
 
@@ -56,3 +56,15 @@ def test_swap_sides_gives_the_key_side_its_own_kind_of_negative():
         assert batch["hard_negative"][i] == expected
         assert batch["query_side"][i] == columns["caption_2" if flipped else "caption_1"][i]
     assert {key == columns["caption_1"][i] for i, key in enumerate(batch["key_side"])} == {True, False}
+
+
+def test_first_query_side_keeps_the_dense_caption_and_its_negative_on_the_key_side():
+    rows = training_pairs(_images(), hard_negatives=True).to_pydict()
+    columns = {name: rows[name] for name in ("caption_1", "caption_2", "hard_negative_1", "hard_negative_2")}
+    batch = order_sides(columns, "first", random.Random(1))
+    assert batch == {
+        "query_side": columns["caption_1"],
+        "key_side": columns["caption_2"],
+        "hard_negative": columns["hard_negative_2"],
+    }
+    assert order_sides(columns, "random", random.Random(1)) == swap_sides(columns, random.Random(1))

@@ -5,6 +5,8 @@ at full size outside the suite (README, bench/)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -37,11 +39,21 @@ SMALL = (
 )
 
 
+@pytest.fixture(scope="module")
+def small_run(ray_session, tmp_path_factory):
+    """(artifact root, what the workflow printed): one small run of the recipe, shared by this module."""
+    root = tmp_path_factory.mktemp("long-caption-experiment")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = run_workflow(root, overrides=SMALL, recipe=RECIPE)
+    assert code == 0, printed.getvalue()[-4000:]
+    return root, printed.getvalue()
+
+
 @pytest.mark.slow
-def test_the_experiment_runs_every_stage_arm_and_seed_and_reports_them(ray_session, tmp_path, capsys):
-    capsys.readouterr()
-    assert run_workflow(tmp_path, overrides=SMALL, recipe=RECIPE) == 0
-    executed = _executed(capsys.readouterr().out)
+def test_the_experiment_runs_every_stage_arm_and_seed_and_reports_them(small_run):
+    tmp_path, printed = small_run
+    executed = _executed(printed)
     assert executed == [
         "scenes",
         "tiny_models",
@@ -99,12 +111,6 @@ def test_the_experiment_runs_every_stage_arm_and_seed_and_reports_them(ray_sessi
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 19, open: caption-contrastive fine-tuning does not yet lift the pretrained tiny LLM's "
-    "CRA (its mean-pooled features are nearly collapsed; see README, 'Status'). Strict: when CC starts "
-    "working this test passes, fails as XPASS, and the mark must go.",
-)
 def test_cc_fine_tuning_lifts_the_pretrained_llms_cra(small_run):
     cra = json.loads((_only_complete(small_run[0], "long_caption_experiment") / "summary.json").read_text())[
         "cra"
