@@ -183,6 +183,8 @@ def pa_crc(keys):
 
 
 def main() -> None:
+    from pipelines.finetune_text_loop import QUERY_SIDES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="probe", required=True)
     vision = commands.add_parser("vision", help="vision-tower learnability on rich scenes")
@@ -207,7 +209,7 @@ def main() -> None:
     cc.add_argument("--steps", type=int, default=300)
     cc.add_argument("--temperature", type=float, default=0.05)
     cc.add_argument("--mntp-steps", type=int, default=0)
-    cc.add_argument("--query-side", default="first", choices=("first", "random"))
+    cc.add_argument("--query-side", default="first", choices=QUERY_SIDES)
     cc.add_argument(
         "--causal", action="store_true", help="keep the causal mask when encoding (default: bidirectional)"
     )
