@@ -133,6 +133,8 @@ def _cc(args) -> None:
     pairs = pq.read_table(pairs_path)
     held = pc.equal(pc.bit_wise_and(pa_crc(pairs["key"]), 7), 0)
     validation = pairs.filter(pc.and_(held, pc.equal(pairs["kind"], "short_long")))
+    if args.candidates:  # CRA falls as candidates grow: compare runs at one count
+        validation = validation.slice(0, args.candidates)
     train = pairs.filter(pc.invert(held)).drop_columns(["key", "kind"])
     config = TextEncoderConfig(max_length=320, bidirectional=not args.causal)
 
@@ -209,6 +211,7 @@ def main() -> None:
     cc.add_argument("--steps", type=int, default=300)
     cc.add_argument("--temperature", type=float, default=0.05)
     cc.add_argument("--mntp-steps", type=int, default=0)
+    cc.add_argument("--candidates", type=int, default=0, help="score CRA among this many pairs (0: all)")
     cc.add_argument("--query-side", default="first", choices=QUERY_SIDES)
     cc.add_argument(
         "--causal", action="store_true", help="keep the causal mask when encoding (default: bidirectional)"

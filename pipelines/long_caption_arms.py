@@ -1,4 +1,4 @@
-"""The long-caption experiment's three arms, trained identically in one process (plain torch):
+"""The long-caption experiment's four arms, each trained identically (plain torch):
 
   llm2clip  the vision tower meets the caption-contrastively fine-tuned LLM's features through the adapter
   base_llm  the same, on the base LLM's features (no caption-contrastive fine-tuning)
@@ -12,7 +12,6 @@ and the same optimizer and schedule; only the text side differs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -96,13 +95,18 @@ def text_features(
     """The arm's text features for rows `index`: the `long_kind` caption where `dense` is set, the short
     one elsewhere."""
     if arm in TEXT_TOWER_ARMS:
-        tokens = data.tokens[arm]
-        chosen = {
-            name: torch.where(dense[:, None], tokens[long_kind][name][index], tokens["short"][name][index])
-            for name in ("input_ids", "attention_mask")
-        }
-        width = int(chosen["attention_mask"].sum(dim=1).max())
-        return model.get_text_features(chosen["input_ids"][:, :width], chosen["attention_mask"][:, :width])
+        # Short and long captions go through the tower apart, each cut to its own longest caption: one
+        # batch padded to the long width would spend about half the tower's compute on padding.
+        tokens, parts, rows = data.tokens[arm], [], []
+        for chosen, kind in ((~dense, "short"), (dense, long_kind)):
+            where = chosen.nonzero().squeeze(1)
+            if len(where) == 0:
+                continue
+            ids, mask = (tokens[kind][name][index[where]] for name in ("input_ids", "attention_mask"))
+            width = int(mask.sum(dim=1).max())
+            parts.append(model.get_text_features(ids[:, :width], mask[:, :width]))
+            rows.append(where)
+        return torch.cat(parts)[torch.argsort(torch.cat(rows))]
     encoder = "finetuned" if arm == "llm2clip" else "base"
     features = data.llm_features[encoder]
     return model.get_text_features(
@@ -184,41 +188,35 @@ def evaluate_arm(arm: str, model, data: CaptionedImages, batch_size: int = 64) -
     return metrics
 
 
-def run_arms(
-    arms: tuple[str, ...],
-    seeds: tuple[int, ...],
+def run_one(
+    arm: str,
+    seed: int,
     vision_tower,
     train: CaptionedImages,
     held_out: CaptionedImages,
     settings: ArmSettings,
     tokenizer,
-    on_result: Callable[[dict], None] = lambda row: None,
     validation: CaptionedImages | None = None,
-) -> list[dict]:
-    """One row per (arm, seed): the held-out recalls (and the validation ones, prefixed val_) and the
-    first and last training losses."""
-    results = []
-    for seed in seeds:
-        for arm in arms:
-            model = build_arm(arm, vision_tower, train, settings, tokenizer, seed)
-            losses = train_arm(arm, model, train, settings, seed)
-            tail = max(1, len(losses) // 10)
-            row = {
-                "arm": arm,
-                "seed": seed,
-                **evaluate_arm(arm, model, held_out),
-                **(
-                    {
-                        f"val_{name}": value
-                        for name, value in evaluate_arm(arm, model, validation).items()
-                        if not name.endswith("_hits")
-                    }
-                    if validation is not None and len(validation)
-                    else {}
-                ),
-                "loss_first": sum(losses[:tail]) / tail,
-                "loss_last": sum(losses[-tail:]) / tail,
-            }
-            results.append(row)
-            on_result(row)
-    return results
+) -> dict:
+    """One (arm, seed): the held-out recalls (and the validation ones, prefixed val_) and the mean
+    training loss over the first and the last tenth of the steps."""
+    model = build_arm(arm, vision_tower, train, settings, tokenizer, seed)
+    losses = train_arm(arm, model, train, settings, seed)
+    tail = max(1, len(losses) // 10)
+    validated = (
+        {
+            f"val_{name}": value
+            for name, value in evaluate_arm(arm, model, validation).items()
+            if not name.endswith("_hits")
+        }
+        if validation is not None and len(validation)
+        else {}
+    )
+    return {
+        "arm": arm,
+        "seed": seed,
+        **evaluate_arm(arm, model, held_out),
+        **validated,
+        "loss_first": sum(losses[:tail]) / tail,
+        "loss_last": sum(losses[-tail:]) / tail,
+    }

@@ -58,6 +58,7 @@ class LongCaptionExperimentConfig:
     dense_caption_field: str = "dense_caption"  # in each sample's json (the scenes' ground truth)
     eval_split_value: str = "eval"
     encode_batch_size: int = 64  # captions per LLM forward
+    cpus_per_run: int = 1  # Ray CPUs (and torch threads) per (arm, seed) task; the tasks run side by side
     # The stage whose llm/ folder is the base LLM (what finetune_text fine-tuned): tiny_models' random-init
     # LLM or lm_pretrain's pretrained one. tiny_models' LLM is scored for CRA either way.
     base_llm_stage: str = "tiny_models"
@@ -72,7 +73,14 @@ class LongCaptionExperimentConfig:
         check(bool(self.arms) and not unknown, "arms", f"a non-empty list from {list(ARMS)}", self.arms)
         check(len(self.seeds) > 0, "seeds", "at least one seed", self.seeds)
         check(len(set(self.seeds)) == len(self.seeds), "seeds", "distinct seeds", self.seeds)
-        for name in ("max_steps", "batch_size", "clip_max_tokens", "encode_batch_size", "projection_dim"):
+        for name in (
+            "max_steps",
+            "batch_size",
+            "clip_max_tokens",
+            "encode_batch_size",
+            "projection_dim",
+            "cpus_per_run",
+        ):
             check(getattr(self, name) > 0, name, "a positive number", getattr(self, name))
         check(0.0 <= self.dense_ratio <= 1.0, "dense_ratio", "a share in [0, 1]", self.dense_ratio)
         check(
@@ -212,7 +220,8 @@ def _load_encoders(tuned_uri: str, base_uri: str, random_uri: str):
 def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageContext) -> StageOutcome:
     from models.text_tower_clip import TextTowerSpec
     from ops.image_transforms import ImageTransformConfig
-    from pipelines.long_caption_arms import ArmSettings, run_arms
+    from pipelines.long_caption_arms import ArmSettings
+    from pipelines.long_caption_runs import run_arms_on_ray
     from pipelines.train_vision_train import load_vision_tower
 
     started = time.perf_counter()
@@ -276,8 +285,17 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
         logged = [m for m in (*METRICS, *(f"val_{m}" for m in METRICS), "loss_last") if m in row]
         ctx.log_metrics({f"{row['arm']}_{m}": row[m] for m in logged}, row["seed"])
 
-    results = run_arms(
-        config.arms, config.seeds, tower, train, held_out, settings, tokenizer, log_row, validation
+    results = run_arms_on_ray(
+        config.arms,
+        config.seeds,
+        tower,
+        train,
+        held_out,
+        settings,
+        tokenizer,
+        config.cpus_per_run,
+        log_row,
+        validation,
     )
     summary = summarize(results, config.arms)
     claims = check_claims(summary, cra, chance=1 / len(held_out))
@@ -358,7 +376,9 @@ def experiment_inputs(config: LongCaptionExperimentConfig) -> tuple[str, ...]:
 
 STAGE = StageSpec(
     name="long_caption_experiment",
-    code_version="2",  # 2: clip_long, second-language captions, CRA of three LLMs, validation split
+    # 2: clip_long, second-language captions, CRA of three LLMs, validation split; 3: runs as Ray tasks of
+    # cpus_per_run threads, text towers take short and long captions apart (float sums may differ)
+    code_version="3",
     config_cls=LongCaptionExperimentConfig,
     inputs=("download", "tiny_models", "finetune_text"),
     run=run_long_caption_experiment,
