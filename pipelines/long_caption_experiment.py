@@ -251,6 +251,7 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
         else None
     )
     del encoders, arm_encoders  # the LLMs are not needed past this point
+    encoded_s = time.perf_counter() - started
     settings = ArmSettings(
         max_steps=config.max_steps,
         batch_size=config.batch_size,
@@ -279,7 +280,8 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
         ]
         print(
             f"[long_caption_experiment] {row['arm']:<9} seed {row['seed']}: "
-            + ", ".join(f"{m} {100 * row[m]:.1f}" for m in shown),
+            + ", ".join(f"{m} {100 * row[m]:.1f}" for m in shown)
+            + f" ({row['run_s']:.0f} s)",
             flush=True,
         )
         logged = [m for m in (*METRICS, *(f"val_{m}" for m in METRICS), "loss_last") if m in row]
@@ -297,6 +299,7 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
         log_row,
         validation,
     )
+    runs_s = time.perf_counter() - started - encoded_s
     summary = summarize(results, config.arms)
     claims = check_claims(summary, cra, chance=1 / len(held_out))
     long_lengths = [len(ids) for ids in tokenizer([s.long for s in held_samples])["input_ids"]]
@@ -343,6 +346,7 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
     metrics.update({f"claim_{i}_holds": float(c["holds"]) for i, c in enumerate(claims)})
     metrics.update(cra)
     metrics.update({"long_captions_cut_share": cut["long"], "experiment_s": time.perf_counter() - started})
+    metrics.update({"encode_s": encoded_s, "runs_s": runs_s})
     kept = len(all_train) + len(held_samples)
     reasons: dict[str, int] = {}
     for row in rejected:

@@ -7,6 +7,7 @@ what it ran. Results come back in (seed, arm) order whatever order the tasks fin
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import ray
@@ -14,10 +15,14 @@ import torch
 
 from pipelines.long_caption_arms import ArmSettings, CaptionedImages, run_one
 
+LONGEST_FIRST = ("clip_long", "clip_77", "llm2clip", "base_llm")  # every arm, by cost per step
+
 
 def _run_one_task(threads: int, *args) -> dict:
     torch.set_num_threads(threads)
-    return run_one(*args)
+    started = time.perf_counter()
+    row = run_one(*args)
+    return {**row, "run_s": time.perf_counter() - started}
 
 
 def run_arms_on_ray(
@@ -32,10 +37,18 @@ def run_arms_on_ray(
     on_result: Callable[[dict], None] = lambda row: None,
     validation: CaptionedImages | None = None,
 ) -> list[dict]:
-    """One row per (seed, arm) (see run_one); on_result sees each row as its task finishes."""
+    """One row per (seed, arm) (see run_one, plus run_s: the task's seconds); on_result sees each row as
+    its task finishes."""
     shared = [ray.put(part) for part in (vision_tower, train, held_out, settings, tokenizer, validation)]
     remote = ray.remote(num_cpus=cpus_per_run)(_run_one_task)
-    pending = {remote.remote(cpus_per_run, arm, seed, *shared): (seed, arm) for seed in seeds for arm in arms}
+    # The costliest runs go first (the text towers', the full-context one above all), so the cheap ones
+    # fill the gaps at the end instead of one long run finishing alone.
+    costliest_first = sorted(arms, key=LONGEST_FIRST.index)
+    pending = {
+        remote.remote(cpus_per_run, arm, seed, *shared): (seed, arm)
+        for arm in costliest_first
+        for seed in seeds
+    }
     rows: dict[tuple[int, str], dict] = {}
     waiting = list(pending)
     while waiting:

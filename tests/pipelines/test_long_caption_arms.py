@@ -80,7 +80,10 @@ def test_text_towers_encode_short_and_long_captions_apart_as_if_each_stood_alone
 
 
 def test_runs_as_ray_tasks_equal_runs_in_this_process_in_seed_then_arm_order(tiny_setup, ray_session):
-    from pipelines.long_caption_runs import run_arms_on_ray
+    from pipelines.long_caption_arms import ARMS
+    from pipelines.long_caption_runs import LONGEST_FIRST, run_arms_on_ray
+
+    assert sorted(LONGEST_FIRST) == sorted(ARMS)
 
     tokenizer, tower, settings, train, held_out = tiny_setup
     arms, seeds, seen = ("llm2clip", "clip_77"), (1, 0), []
@@ -104,6 +107,7 @@ def test_runs_as_ray_tasks_equal_runs_in_this_process_in_seed_then_arm_order(tin
         ]
     finally:
         torch.set_num_threads(threads)
+    assert all(row.pop("run_s") > 0 for row in rows)
     assert rows == here
     assert all(row["loss_last"] != row["loss_first"] for row in rows)
     assert {"long_i2t_r1", "val_short_t2i_r5", "long_i2t_hits"} <= set(rows[0])
