@@ -34,10 +34,19 @@ def recall_at_k(
         torch.nn.functional.normalize(queries.float(), dim=-1)
         @ torch.nn.functional.normalize(targets.float(), dim=-1).T
     )
-    positive = similarity.diagonal().unsqueeze(1)
-    # Rank of the match = how many other targets score at least as high.
-    others_ahead = (similarity >= positive).sum(dim=1) - 1
+    others_ahead = _others_ahead(similarity)
     return {k: (others_ahead < k).float().mean().item() for k in ks}
+
+
+def _others_ahead(similarity: torch.Tensor) -> torch.Tensor:
+    """Per row, the rank of its diagonal entry: how many other columns score at least as high."""
+    return (similarity >= similarity.diagonal().unsqueeze(1)).sum(dim=1) - 1
+
+
+def top1_hits(similarity: torch.Tensor) -> list[bool]:
+    """Per row of a square similarity matrix, whether its own column (the diagonal) beats every other
+    strictly: R@1 per query, with ties counted as misses as recall_at_k counts them."""
+    return (_others_ahead(similarity) == 0).tolist()
 
 
 def image_text_recalls(

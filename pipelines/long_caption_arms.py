@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from models.llm2clip import LLM2CLIPConfig, LLM2CLIPModel
 from models.text_tower_clip import TextTowerCLIP, TextTowerSpec
 from ops.clip_loss import clip_loss
-from ops.retrieval_metrics import image_text_recalls
+from ops.retrieval_metrics import image_text_recalls, top1_hits
 from pipelines.train_vision_loop import VisionLoopSettings, build_optimizer
 
 ARMS = ("llm2clip", "base_llm", "clip_77", "clip_long")
@@ -182,9 +182,9 @@ def evaluate_arm(arm: str, model, data: CaptionedImages, batch_size: int = 64) -
             {f"{kind}_{name}": value for name, value in image_text_recalls(image, text, KS).items()}
         )
         if kind == "long":
-            similarity = image @ text.T
-            metrics["long_i2t_hits"] = (similarity.argmax(dim=1) == rows).tolist()
-            metrics["long_t2i_hits"] = (similarity.argmax(dim=0) == rows).tolist()
+            similarity = image @ text.T  # hits count ties as misses, as the recalls do
+            metrics["long_i2t_hits"] = top1_hits(similarity)
+            metrics["long_t2i_hits"] = top1_hits(similarity.T)
     return metrics
 
 

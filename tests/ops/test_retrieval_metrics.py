@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from ops.retrieval_metrics import image_text_recalls, recall_at_k
+from ops.retrieval_metrics import image_text_recalls, recall_at_k, top1_hits
 
 
 def test_recall_at_k_on_a_hand_made_case():
@@ -67,3 +68,16 @@ def test_any_caption_counts_for_image_to_text_and_ties_count_against():
         image, torch.tensor([[1.0, 0.1], [0.1, 1.0], [0.0, -1.0]]), torch.tensor([0, 2])
     )
     assert accuracy == {"top1": 0.5, "top5": 1.0}
+
+
+def test_top1_hits_count_ties_as_misses_and_agree_with_recall_at_1():
+    # Rows 0 and 1 tie (two identical captions): neither is a hit, although argmax would give row 0 one.
+    similarity = torch.tensor([[0.9, 0.9, 0.1], [0.9, 0.9, 0.1], [0.2, 0.3, 0.8]])
+    assert top1_hits(similarity) == [False, False, True]
+    generator = torch.Generator().manual_seed(0)
+    image, text = torch.randn(40, 8, generator=generator), torch.randn(40, 8, generator=generator)
+    text[:20] = image[:20] + 0.5 * torch.randn(20, 8, generator=generator)
+    cosine = F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
+    hits = top1_hits(cosine)
+    assert 0 < sum(hits) < 40
+    assert abs(sum(hits) / 40 - recall_at_k(image, text, (1,))[1]) < 1e-6
