@@ -2,7 +2,7 @@
 LLM2CLIP model expects from an HF vision model: `forward(pixel_values).pooler_output`, `config`,
 `save_pretrained` / `from_pretrained` (safetensors).
 
-timm needs torchvision, which the CPU stack cannot have (ENVIRONMENT.md), so timm is imported only when a
+timm needs torchvision, which the CPU stack cannot have (docs/cpu_stack.md), so timm is imported only when a
 tower is built: this module imports fine without it.
 """
 

@@ -205,7 +205,7 @@ def _postprocess(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_caption_processor(config: RecaptionConfig, model: str, prompt: str):
-    """ray.data.llm processor around vLLM; prompts arrive rendered, images as PIL (see ENVIRONMENT.md)."""
+    """ray.data.llm processor around vLLM; prompts arrive rendered, images as PIL (docs/cpu_stack.md)."""
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     engine_kwargs: dict[str, Any] = {

@@ -16,7 +16,7 @@ from pipelines.base import StageSpec
 @dataclasses.dataclass(frozen=True)
 class RayConfig:
     # Logical CPUs for a local Ray started by the workflow. More than the cores is deliberate on small
-    # machines: Ray Data actor pipelines starve with exactly 2 (see ENVIRONMENT.md).
+    # machines: Ray Data actor pipelines starve with exactly 2 (docs/cpu_stack.md).
     num_cpus: int = 4
     # Ray's object store for a local start, in MiB; 0 lets Ray choose.
     object_store_mib: int = 0
