@@ -4,7 +4,6 @@
         --scenes 8192 --image-px 48 --patch-px 16 --width 128 --layers 4 --steps 3000 --lr 5e-4
     python bench/long_caption_probes.py vision --arms llm2clip --llm FINETUNED_ENCODER_FOLDER ...
     python bench/long_caption_probes.py cc --run ARTIFACTS --lr 1e-3 --steps 300 [--query-side random]
-    python bench/long_caption_probes.py xling --run ARTIFACTS
 
 vision: can the tiny vision tower learn the rich scenes at all? Renders fresh rich scenes in memory (a
 "probe-train" stream and a "probe-val" stream, neither the scenes stage's splits), trains one arm per
@@ -15,10 +14,6 @@ cc: does caption-contrastive fine-tuning lift an LLM's CRA? Takes a finished exp
 lm_pretrain LLM and finetune_text training pairs, holds out one pair in eight (by key) as validation,
 optionally runs MNTP, then LoRA CC with the stage's loop, and prints the loss curve, the validation CRA
 and the mean pairwise cosine of the pooled captions (how collapsed the features are) before and after.
-
-xling: does any of the run's LLMs (random-init, pretrained, CC-tuned) place a second-language caption
-next to its English one? CRA from second-language dense captions to English ones, on the experiment's
-validation families (claim (D) needs that alignment before vision training can carry it).
 """
 
 from __future__ import annotations
@@ -183,54 +178,6 @@ def _cc(args) -> None:
     print(f"after CC: {score(encoder)}")
 
 
-def _xling(args) -> None:
-    from ops.retrieval_metrics import caption_retrieval_accuracy
-    from pipelines.long_caption_experiment import (
-        LongCaptionExperimentConfig,
-        _load_encoders,
-        _read_samples,
-        split_validation,
-    )
-
-    root = Path(args.run)
-    shards, base, random_init = (
-        _newest(root, pattern) for pattern in ("download/*/shards", "lm_pretrain/*/llm", "tiny_models/*/llm")
-    )
-    tuned = Path(args.encoder) if args.encoder else _newest(root, "finetune_text/*/encoder")
-    config = LongCaptionExperimentConfig()
-    train, _, _ = _read_samples(str(shards), config)
-    _, validation = split_validation(train, args.validation_share)
-    validation = validation[: args.candidates]
-    encoders, tokenizer = _load_encoders(str(tuned), str(base), str(random_init))
-    texts = {
-        "English dense": [s.long for s in validation],
-        "English paraphrase": [s.paraphrase for s in validation],
-        "second-language dense": [s.l2 for s in validation],
-    }
-    pairs = [
-        ("English paraphrase", "English dense"),
-        ("second-language dense", "English dense"),
-        ("second-language dense", "English paraphrase"),
-    ]
-    print(f"CRA among {len(validation)} validation scenes (query -> key):")
-    with torch.no_grad():
-        for name, encoder in encoders.items():
-            features = {kind: encoder.encode(tokenizer, captions).float() for kind, captions in texts.items()}
-            scores = ", ".join(
-                f"{query} -> {key} {caption_retrieval_accuracy(features[query], features[key]):.3f}"
-                for query, key in pairs
-            )
-            print(f"  {name}: {scores}")
-
-
-def _newest(root: Path, pattern: str) -> Path:
-    """The newest finished stage folder's `pattern` match (a run root may hold several configs' runs)."""
-    found = [p for p in root.glob(pattern) if (p.parent / "manifest.json").exists()]
-    if not found:
-        raise SystemExit(f"{root}: no finished {pattern}")
-    return max(found, key=lambda p: (p.parent / "manifest.json").stat().st_mtime)
-
-
 def pa_crc(keys):
     import pyarrow as pa
 
@@ -269,16 +216,9 @@ def main() -> None:
     cc.add_argument(
         "--causal", action="store_true", help="keep the causal mask when encoding (default: bidirectional)"
     )
-    xling = commands.add_parser(
-        "xling", help="do the LLMs match a second-language caption to its English one?"
-    )
-    xling.add_argument("--run", required=True, help="artifact root of a long-caption experiment run")
-    xling.add_argument("--encoder", default="", help="a CC encoder folder (default: the run's finetune_text)")
-    xling.add_argument("--candidates", type=int, default=256)
-    xling.add_argument("--validation-share", type=float, default=0.125)
     args = parser.parse_args()
     torch.manual_seed(0)
-    {"vision": _vision, "cc": _cc, "xling": _xling}[args.probe](args)
+    (_vision if args.probe == "vision" else _cc)(args)
 
 
 if __name__ == "__main__":
