@@ -28,11 +28,11 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from ops import scenes  # noqa: E402
+from demo.scenes import basic as scenes  # noqa: E402
 from ops.artifact_dir import ArtifactDir  # noqa: E402
 from ops.loopback_http import LoopbackFileServer  # noqa: E402
-from pipelines.base import StageContext  # noqa: E402
-from pipelines.download import DownloadConfig, run_download  # noqa: E402
+from ops.stage import StageContext  # noqa: E402
+from pipelines.download.stage import DownloadConfig, run_download  # noqa: E402
 
 
 def write_images(folder: Path, count: int, side_px: int) -> list[str]:

@@ -28,11 +28,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def build_inputs(work: Path, num_shards: int, per_shard: int) -> tuple[Path, Path, list[str]]:
+    from demo.scenes import basic as scenes
     from models.text_encoder import LLMTextEncoder, TextEncoderConfig
     from models.text_encoder_io import save_text_encoder
     from models.tiny_factory import build_tiny_llm, train_scene_tokenizer
     from models.tiny_specs import TinyLlmSpec
-    from ops import scenes
 
     tokenizer = train_scene_tokenizer(scenes.vocabulary_corpus(), 1024)
     tokenizer.padding_side = "right"
@@ -69,8 +69,8 @@ def run_stage(
 ) -> dict:
     from ops.artifact_dir import ArtifactDir
     from ops.config_schema import build_config
-    from pipelines.base import StageContext
-    from pipelines.embed import EmbedConfig, embed_shards
+    from ops.stage import StageContext
+    from pipelines.embed.stage import EmbedConfig, embed_shards
 
     # The actors share every core, as the bare forward in this process uses them (Ray sets torch threads).
     settings = {

@@ -29,9 +29,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def build_inputs(work: Path, num_pairs: int):
     import pyarrow as pa
 
+    from demo.scenes import basic as scenes
     from models.tiny_factory import build_tiny_llm, train_scene_tokenizer
     from models.tiny_specs import TinyLlmSpec
-    from ops import scenes
 
     tokenizer = train_scene_tokenizer(scenes.vocabulary_corpus(), 1024)
     model = build_tiny_llm(tokenizer, TinyLlmSpec(), seed=0)
@@ -55,7 +55,7 @@ def build_inputs(work: Path, num_pairs: int):
 
 def bench_config(steps: int, batch_size: int, num_workers: int):
     from ops.config_schema import build_config
-    from pipelines.finetune_text import FinetuneTextConfig
+    from pipelines.finetune_text.stage import FinetuneTextConfig
 
     settings = {
         "max_steps": steps,
@@ -74,9 +74,9 @@ def run_without_ray(model_dir: Path, pairs, steps: int, batch_size: int) -> dict
 
     from models.text_encoder import LLMTextEncoder
     from models.text_encoder_io import apply_lora
-    from pipelines.finetune_text_batches import pair_batches
-    from pipelines.finetune_text_loop import LoopSettings, build_optimizer, train_steps
-    from pipelines.finetune_text_train import _load_backbone
+    from pipelines.finetune_text.batches import pair_batches
+    from pipelines.finetune_text.loop import LoopSettings, build_optimizer, train_steps
+    from pipelines.finetune_text.worker import _load_backbone
 
     config = bench_config(steps, batch_size, 1)
     began = time.perf_counter()
@@ -105,8 +105,8 @@ def run_on_ray_train(
     model_dir: Path, pairs, steps: int, batch_size: int, num_workers: int, work: Path
 ) -> dict:
     from ops.artifact_dir import ArtifactDir
-    from pipelines.base import StageContext
-    from pipelines.finetune_text_train import run_training
+    from ops.stage import StageContext
+    from pipelines.finetune_text.worker import run_training
 
     config = bench_config(steps, batch_size, num_workers)
     artifact = ArtifactDir(str(work / f"ray-{num_workers}"))

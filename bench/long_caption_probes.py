@@ -7,7 +7,7 @@
 
 vision: can the tiny vision tower learn the rich scenes at all? Renders fresh rich scenes in memory (a
 "probe-train" stream and a "probe-val" stream, neither the scenes stage's splits), trains one arm per
-name with the experiment's own code (pipelines/long_caption_arms.py) and prints validation and training
+name with the experiment's own code (experiments/long_caption/arms.py) and prints validation and training
 R@1. The text-tower arms need no LLM; base_llm/llm2clip use --llm (a folder with an LLM).
 
 cc: does caption-contrastive fine-tuning lift an LLM's CRA? Takes a finished experiment run's
@@ -30,13 +30,13 @@ import torch
 def _vision(args) -> None:
     from transformers import AutoTokenizer
 
+    from demo.scenes import rich as rich_scenes
+    from experiments.long_caption.arms import ArmSettings, build_arm, evaluate_arm, train_arm
+    from experiments.long_caption.stage import LongCaptionExperimentConfig, Sample, _captioned
     from models.text_tower_clip import TextTowerSpec
     from models.tiny_factory import build_tiny_vision_tower
     from models.tiny_specs import TinyVisionSpec
-    from ops import rich_scenes
     from ops.image_transforms import CLIP_MEAN, CLIP_STD, ImageTransformConfig
-    from pipelines.long_caption_arms import ArmSettings, build_arm, evaluate_arm, train_arm
-    from pipelines.long_caption_experiment import LongCaptionExperimentConfig, Sample, _captioned
 
     rich_scenes.BOTTOM_OBJECTS = (1, args.bottom)
 
@@ -115,8 +115,8 @@ def _cc(args) -> None:
     from models.text_encoder import LLMTextEncoder, TextEncoderConfig
     from models.text_encoder_io import LoraSpec, apply_lora
     from ops.retrieval_metrics import caption_retrieval_accuracy
-    from pipelines.finetune_text_batches import pair_batches
-    from pipelines.finetune_text_loop import (
+    from pipelines.finetune_text.batches import pair_batches
+    from pipelines.finetune_text.loop import (
         LoopSettings,
         MntpSettings,
         build_optimizer,
@@ -185,7 +185,7 @@ def pa_crc(keys):
 
 
 def main() -> None:
-    from pipelines.finetune_text_loop import QUERY_SIDES
+    from pipelines.finetune_text.loop import QUERY_SIDES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="probe", required=True)

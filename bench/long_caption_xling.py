@@ -28,13 +28,13 @@ def _arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = _arguments()
-    from ops.retrieval_metrics import caption_retrieval_accuracy
-    from pipelines.long_caption_experiment import (
+    from experiments.long_caption.stage import (
         LongCaptionExperimentConfig,
         _load_encoders,
         _read_samples,
         split_validation,
     )
+    from ops.retrieval_metrics import caption_retrieval_accuracy
 
     root = Path(args.run)
     shards, base, random_init = (

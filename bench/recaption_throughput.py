@@ -31,9 +31,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def build_inputs(work: Path, num_images: int) -> tuple[Path, Path, list]:
     from PIL import Image
 
+    from demo.scenes import basic as scenes
     from models.tiny_factory import build_tiny_captioner, train_scene_tokenizer
     from models.tiny_specs import TinyLlmSpec, TinyVisionSpec
-    from ops import scenes
 
     tokenizer = train_scene_tokenizer(scenes.vocabulary_corpus(), 1024)
     model, processor = build_tiny_captioner(tokenizer, TinyLlmSpec(), TinyVisionSpec(), seed=0)
@@ -59,8 +59,8 @@ def run_stage(model_dir: Path, shards: Path, work: Path, max_tokens: int, batch_
     import ray
 
     from ops.artifact_dir import ArtifactDir
-    from pipelines.base import StageContext
-    from pipelines.recaption import RecaptionConfig, recaption_shards
+    from ops.stage import StageContext
+    from pipelines.recaption.stage import RecaptionConfig, recaption_shards
 
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     config = RecaptionConfig(

@@ -68,7 +68,7 @@ def _vision_worker(rank: int, world: int, port: int, batch: int, steps: int, thr
     from models.llm2clip import LLM2CLIPConfig, LLM2CLIPModel
     from models.tiny_factory import build_tiny_vision_tower
     from models.tiny_specs import TinyVisionSpec
-    from pipelines.train_vision_loop import VisionLoopSettings, build_optimizer, train_steps
+    from pipelines.train_vision.loop import VisionLoopSettings, build_optimizer, train_steps
 
     torch.set_num_threads(threads)
     if world > 1:

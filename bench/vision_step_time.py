@@ -30,13 +30,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def build_inputs(work: Path, num_images: int, per_shard: int):
+    from demo.scenes import basic as scenes
     from models.text_encoder import LLMTextEncoder, TextEncoderConfig
     from models.text_encoder_io import save_text_encoder
     from models.tiny_factory import build_tiny_llm, build_tiny_vision_tower, train_scene_tokenizer
     from models.tiny_specs import TinyLlmSpec, TinyVisionSpec
-    from ops import scenes
     from ops.config_schema import build_config
-    from pipelines.embed import EmbedConfig, ShardEmbedder
+    from pipelines.embed.stage import EmbedConfig, ShardEmbedder
 
     tokenizer = train_scene_tokenizer(scenes.vocabulary_corpus(), 1024)
     tokenizer.padding_side = "right"
@@ -78,7 +78,7 @@ def build_inputs(work: Path, num_images: int, per_shard: int):
 
 def timed_steps(model, batches, steps: int, step_fn) -> float:
     """Seconds per step over `steps` steps after one warm-up step."""
-    from pipelines.train_vision_loop import VisionLoopSettings, build_optimizer
+    from pipelines.train_vision.loop import VisionLoopSettings, build_optimizer
 
     optimizer, _ = build_optimizer(model, VisionLoopSettings(1e-3, 0.0, 0, steps + 1, 1.0))
     iterator = iter(batches)
@@ -107,10 +107,10 @@ def main() -> None:
 
     from models.text_encoder_io import load_text_encoder
     from ops.webdataset_io import shard_id_of
-    from pipelines.train_vision import TrainVisionConfig
-    from pipelines.train_vision_data import DataPosition, LoaderSettings, training_batches
-    from pipelines.train_vision_loop import step_loss
-    from pipelines.train_vision_train import build_model
+    from pipelines.train_vision.data import DataPosition, LoaderSettings, training_batches
+    from pipelines.train_vision.loop import step_loss
+    from pipelines.train_vision.stage import TrainVisionConfig
+    from pipelines.train_vision.worker import build_model
 
     config = TrainVisionConfig(adapter_width=128, adapter_depth=2, projection_dim=64)
     with tempfile.TemporaryDirectory(prefix="bench-vision-") as tmp:

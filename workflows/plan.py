@@ -7,7 +7,7 @@ from typing import Any
 
 from ops.artifact_dir import ArtifactDir
 from ops.hashing import content_key
-from pipelines.base import StageSpec
+from ops.stage import StageSpec
 
 # What the runner does with a stage.
 CACHED = "cached"  # complete artifact with this key exists: reuse it

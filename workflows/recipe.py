@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from ops.config_schema import ConfigError, build_config, check
-from pipelines.base import StageSpec
+from ops.stage import StageSpec
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ import time
 
 from ops.artifact_dir import ArtifactDir
 from ops.manifest import build_manifest
-from pipelines.base import StageContext
+from ops.stage import StageContext
 from workflows.plan import CACHED, RERUN, SKIP, PlannedStage, format_table
 from workflows.tracking import WorkflowTracker
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from demo.scenes.basic import vocabulary_corpus
 from models.text_encoder import LLMTextEncoder, TextEncoderConfig, build_text_inputs
 from models.tiny_factory import build_tiny_llm, train_scene_tokenizer
 from models.tiny_specs import TinyLlmSpec
-from ops.scenes import vocabulary_corpus
 
 SHORT = "a blue square"
 LONG = "A large red circle is in the top left. The red circle is above the blue square."

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import torch
 
+from demo.scenes.basic import vocabulary_corpus
 from models.text_encoder import LLMTextEncoder, TextEncoderConfig
 from models.text_encoder_io import LoraSpec, apply_lora, load_text_encoder, save_text_encoder
 from models.tiny_factory import build_tiny_llm, train_scene_tokenizer
 from models.tiny_specs import TinyLlmSpec
-from ops.scenes import vocabulary_corpus
 
 TEXTS = ["a red circle", "A small blue square is in the center. The blue square is below the red circle."]
 
@@ -40,12 +40,12 @@ def test_lora_trains_a_small_share_and_the_merged_folder_reloads_identically(tmp
 def test_gradient_checkpointing_keeps_the_lora_gradients():
     import torch
 
+    from demo.scenes.basic import vocabulary_corpus
     from models.text_encoder import LLMTextEncoder, TextEncoderConfig, build_text_inputs
     from models.text_encoder_io import LoraSpec, apply_lora, enable_gradient_checkpointing
     from models.tiny_factory import build_tiny_llm, train_scene_tokenizer
     from models.tiny_specs import TinyLlmSpec
     from ops.contrastive import info_nce_loss
-    from ops.scenes import vocabulary_corpus
 
     tokenizer = train_scene_tokenizer(vocabulary_corpus(), vocab_size=1024)
     tokenizer.padding_side = "right"

@@ -10,7 +10,7 @@ timm = pytest.importorskip("timm", reason="timm needs torchvision: GPU profile o
 
 from models.llm2clip import LLM2CLIPConfig, LLM2CLIPModel  # noqa: E402
 from models.timm_tower import TimmVisionTower  # noqa: E402
-from pipelines.train_vision_loop import VisionLoopSettings, build_optimizer  # noqa: E402
+from pipelines.train_vision.loop import VisionLoopSettings, build_optimizer  # noqa: E402
 
 
 def test_eva02_tower_round_trips_and_gets_layer_decay(tmp_path):

@@ -46,9 +46,9 @@ def test_flatten_gives_dotted_keys():
 def test_where_the_work_runs_is_not_part_of_the_key():
     """A recipe moved to a cluster (img2dataset's ray distributor, Ray Train workers spread over nodes)
     reuses what a single-machine run already computed; what changes results still changes the key."""
-    from pipelines.download import DownloadConfig
-    from pipelines.finetune_text import FinetuneTextConfig
-    from pipelines.train_vision import TrainVisionConfig
+    from pipelines.download.stage import DownloadConfig
+    from pipelines.finetune_text.stage import FinetuneTextConfig
+    from pipelines.train_vision.stage import TrainVisionConfig
 
     def key(config):
         return content_key("stage", "1", config, {})

@@ -8,10 +8,10 @@ import random
 
 import pytest
 
+from demo.lm_corpus import KINDS, CorpusStats, LmCorpusConfig, documents, vocabulary_lines
+from demo.scenes import rich as rich_scenes
+from demo.scenes.second_language import l2_dense_caption, l2_object_sentence, l2_short_caption, lexicon
 from models.tiny_factory import train_scene_tokenizer
-from ops import rich_scenes
-from ops.lm_corpus import KINDS, CorpusStats, LmCorpusConfig, documents, vocabulary_lines
-from ops.second_language import l2_dense_caption, l2_object_sentence, l2_short_caption, lexicon
 
 
 def _family(index: int, size: int = 4):

@@ -21,12 +21,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from ops import scenes
+from demo.scenes import basic as scenes
 from ops.artifact_dir import ArtifactDir
 from ops.loopback_http import LoopbackFileServer
+from ops.stage import StageContext
 from ops.url_table import UrlTableError
-from pipelines.base import StageContext
-from pipelines.download import DownloadConfig, UrlSource, run_download
+from pipelines.download.stage import DownloadConfig, UrlSource, run_download
 from tests.conftest import REPO_ROOT
 from tests.waiting import processes_matching, wait_until
 

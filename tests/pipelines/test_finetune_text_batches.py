@@ -8,7 +8,7 @@ import itertools
 import pyarrow as pa
 import pytest
 
-from pipelines.finetune_text_batches import pair_batches, steps_per_epoch
+from pipelines.finetune_text.batches import pair_batches, steps_per_epoch
 
 
 def _pairs(count: int) -> pa.Table:

@@ -8,15 +8,15 @@ import random
 import pyarrow as pa
 import torch
 
+from demo.scenes import basic as scenes
 from models.text_encoder import LLMTextEncoder, TextEncoderConfig
 from models.text_encoder_io import LoraSpec, apply_lora
 from models.tiny_factory import build_tiny_llm, train_scene_tokenizer
 from models.tiny_specs import TinyLlmSpec
-from ops import scenes
 from ops.retrieval_metrics import caption_retrieval_accuracy
-from pipelines.finetune_text_batches import pair_batches
-from pipelines.finetune_text_loop import LoopSettings, build_optimizer, train_steps
-from pipelines.finetune_text_pairs import training_pairs
+from pipelines.finetune_text.batches import pair_batches
+from pipelines.finetune_text.loop import LoopSettings, build_optimizer, train_steps
+from pipelines.finetune_text.pairs import training_pairs
 
 
 def _pairs(split: str, count: int) -> list[dict[str, str]]:

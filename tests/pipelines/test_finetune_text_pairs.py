@@ -6,8 +6,8 @@ import random
 
 import pyarrow as pa
 
-from pipelines.finetune_text_loop import order_sides, swap_sides
-from pipelines.finetune_text_pairs import first_sentences, training_pairs
+from pipelines.finetune_text.loop import order_sides, swap_sides
+from pipelines.finetune_text.pairs import first_sentences, training_pairs
 
 
 def test_first_sentences_needs_a_longer_caption():

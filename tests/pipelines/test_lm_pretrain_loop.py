@@ -7,10 +7,10 @@ import itertools
 
 import torch
 
+from demo.lm_corpus import LmCorpusConfig, documents, vocabulary_lines
+from experiments.lm_pretrain.loop import PretrainSettings, batches, mean_loss, packed_blocks, pretrain
 from models.tiny_factory import build_tiny_llm, train_scene_tokenizer
 from models.tiny_specs import TinyLlmSpec
-from ops.lm_corpus import LmCorpusConfig, documents, vocabulary_lines
-from pipelines.lm_pretrain_loop import PretrainSettings, batches, mean_loss, packed_blocks, pretrain
 
 SETTINGS = PretrainSettings(
     max_steps=120,

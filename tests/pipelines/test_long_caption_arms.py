@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from experiments.long_caption.arms import ArmSettings, CaptionedImages, build_arm, run_one, text_features
 from models.text_tower_clip import TextTowerSpec, tokenize_for_clip
 from models.tiny_factory import build_tiny_vision_tower, train_scene_tokenizer
 from models.tiny_specs import TinyVisionSpec
-from pipelines.long_caption_arms import ArmSettings, CaptionedImages, build_arm, run_one, text_features
 
 WORDS = ("red", "blue", "green", "cube", "ball", "cone", "left", "of", "right", "above", "below", "the")
 
@@ -80,8 +80,8 @@ def test_text_towers_encode_short_and_long_captions_apart_as_if_each_stood_alone
 
 
 def test_runs_as_ray_tasks_equal_runs_in_this_process_in_seed_then_arm_order(tiny_setup, ray_session):
-    from pipelines.long_caption_arms import ARMS
-    from pipelines.long_caption_runs import LONGEST_FIRST, run_arms_on_ray
+    from experiments.long_caption.arms import ARMS
+    from experiments.long_caption.runs import LONGEST_FIRST, run_arms_on_ray
 
     assert sorted(LONGEST_FIRST) == sorted(ARMS)
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from experiments.long_caption.report import check_claims, summarize
 from models.text_tower_clip import tokenize_for_clip
-from pipelines.long_caption_report import check_claims, summarize
 from tests.conftest import REPO_ROOT, run_workflow
 from tests.workflows.test_full_workflow import _executed, _only_complete
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ops import scenes
+from demo.scenes import basic as scenes
 from ops.webdataset_io import iter_samples, list_shards
 from tests.conftest import REPO_ROOT
 
@@ -102,7 +102,7 @@ def _write_shard(path: Path, samples: list[tuple[str, bytes]]) -> None:
 
 
 def _cli_args(shards: Path, output: Path, model: Path) -> list[str]:
-    args = [str(REPO_ROOT / "workflows/recaption.py"), "--shards", str(shards), "--output", str(output)]
+    args = [str(REPO_ROOT / "workflows/cli/recaption.py"), "--shards", str(shards), "--output", str(output)]
     args += ["--model", str(model)]
     # Small batches keep several engine steps per shard, so a kill lands between shards.
     settings = ["max_tokens=16", "max_model_len=256", "temperature=1.0", "top_p=1.0", "batch_size=4"]

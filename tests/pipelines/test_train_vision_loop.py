@@ -15,8 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ops.webdataset_io import shard_id_of
-from pipelines.train_vision import TrainVisionConfig
-from pipelines.train_vision_data import (
+from pipelines.train_vision.data import (
     DataPosition,
     LoaderSettings,
     ShardSpan,
@@ -26,7 +25,7 @@ from pipelines.train_vision_data import (
     training_batches,
     training_sample_counts,
 )
-from pipelines.train_vision_loop import (
+from pipelines.train_vision.loop import (
     VisionLoopSettings,
     build_optimizer,
     restore_training_state,
@@ -34,7 +33,8 @@ from pipelines.train_vision_loop import (
     train_steps,
     training_state,
 )
-from pipelines.train_vision_train import build_model
+from pipelines.train_vision.stage import TrainVisionConfig
+from pipelines.train_vision.worker import build_model
 
 SMALL = TrainVisionConfig(adapter_width=64, adapter_depth=2, projection_dim=32, batch_size_per_worker=8)
 LOOP = VisionLoopSettings(
@@ -194,7 +194,7 @@ def test_gathered_loss_on_two_processes_equals_the_single_process_loss(demo_data
 
 
 def test_held_out_set_stops_at_its_cap_and_is_empty_without_the_split(demo_data):
-    from pipelines.train_vision_data import eval_arrays
+    from pipelines.train_vision.data import eval_arrays
 
     shards, sidecars, llm_dim, vision = demo_data
     _, transform = build_model(SMALL, vision, llm_dim)
@@ -209,7 +209,7 @@ def test_held_out_set_stops_at_its_cap_and_is_empty_without_the_split(demo_data)
 
 def test_too_few_training_samples_for_the_workers_fail_before_training_naming_the_fields():
     from ops.errors import BadInputError
-    from pipelines.train_vision import check_every_worker_has_a_batch
+    from pipelines.train_vision.stage import check_every_worker_has_a_batch
 
     config = TrainVisionConfig(num_workers=2, batch_size_per_worker=12)
     check_every_worker_has_a_batch({"a.tar": 20, "b.tar": 4}, config)  # 12 each: one batch

@@ -15,13 +15,13 @@ from ops.config_schema import ConfigError
 from ops.embedding_sidecar import SidecarError, check_sidecar_schema
 from ops.image_transforms import ImageDecodeError, decode_rgb
 from ops.loopback_http import LoopbackFileServer
+from ops.stage import StageContext
 from ops.url_table import UrlTableError
 from ops.webdataset_io import ShardReadError, count_samples, iter_samples
-from pipelines.base import StageContext
-from pipelines.download import DownloadConfig, run_download
-from pipelines.embed import EmbedConfig, shard_captions
-from pipelines.recaption import RecaptionConfig, _classify, _ShardRows
-from pipelines.train_vision_data import joined_samples
+from pipelines.download.stage import DownloadConfig, run_download
+from pipelines.embed.stage import EmbedConfig, shard_captions
+from pipelines.recaption.stage import RecaptionConfig, _classify, _ShardRows
+from pipelines.train_vision.data import joined_samples
 from tests.reliability import corpus
 from workflows.recipe import load_recipe
 from workflows.registry import CHAIN

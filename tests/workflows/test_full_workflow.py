@@ -9,8 +9,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from demo.scenes.stage import read_scene_table
 from ops.artifact_dir import ArtifactDir
-from pipelines.scenes import read_scene_table
 from tests.conftest import SMALL_DEMO, run_workflow
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from demo.scenes.stage import ScenesConfig
+from demo.tiny_models import TinyModelsConfig
 from ops.artifact_dir import ArtifactDir
-from pipelines.scenes import ScenesConfig
-from pipelines.tiny_models import TinyModelsConfig
 from workflows.plan import CACHED, RERUN, RUN, SKIP, PlanError, build_plan
 from workflows.registry import CHAIN
 

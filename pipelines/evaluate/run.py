@@ -1,0 +1,181 @@
+"""The evaluate stage's work: load the sets, encode images (vision tower) and captions (frozen LLM
+encoder, then the adapter), score, and write the report. Plain torch: it also runs from the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ops import eval_datasets
+from ops.artifact_dir import ArtifactDir
+from ops.image_transforms import ImageTransformConfig, eval_transform
+from ops.retrieval_metrics import caption_retrieval_accuracy, multi_caption_recalls, zero_shot_accuracy
+from ops.stage import StageContext
+
+
+def load_retrieval_set(spec, shards_uri: str | None, scenes_split: str) -> eval_datasets.RetrievalSet:
+    images = Path(spec.images) if spec.images else Path(spec.annotations).parent
+    annotations = Path(spec.annotations)
+    if spec.format == "karpathy":
+        return eval_datasets.karpathy(spec.name, annotations, images, spec.split, spec.max_images)
+    if spec.format == "caption_folders":
+        return eval_datasets.caption_folders(spec.name, annotations, spec.max_images)
+    if spec.format == "sharegpt4v":
+        return eval_datasets.sharegpt4v(spec.name, annotations, images, spec.max_images or 1000)
+    if spec.format == "docci":
+        return eval_datasets.docci(spec.name, annotations, images, spec.split, spec.max_images)
+    if spec.format == "xm3600":
+        return eval_datasets.xm3600(spec.name, annotations, images, spec.language, spec.max_images)
+    if spec.format == "caption_tsv":
+        ids = Path(spec.ids_file) if spec.ids_file else None
+        return eval_datasets.caption_tsv(spec.name, annotations, images, spec.language, ids, spec.max_images)
+    if shards_uri is None:
+        raise ValueError(f"benchmark {spec.name}: format {spec.format} reads the download stage's shards")
+    return scenes_set(spec, shards_uri, scenes_split)
+
+
+def scenes_set(spec, shards_uri: str, split: str) -> eval_datasets.RetrievalSet:
+    """The demo's held-out scenes: short alt-text captions (scenes_short) or dense ones (scenes_long)."""
+    import fsspec
+
+    from ops.webdataset_io import iter_samples, list_shards
+
+    fs, _ = fsspec.core.url_to_fs(shards_uri)
+    pairs = []
+    for tar_path in list_shards(shards_uri):
+        for sample in iter_samples(fs, tar_path):
+            meta = sample.get("json") or {}
+            if "jpg" not in sample or meta.get("split") != split:
+                continue
+            text = sample["txt"].decode() if spec.format == "scenes_short" else meta.get("dense_caption")
+            if text:
+                pairs.append((sample["jpg"], [text]))
+    if spec.max_images > 0:
+        pairs = pairs[: spec.max_images]
+    if not pairs:
+        raise ValueError(f"{shards_uri}: no samples with split {split!r} for benchmark {spec.name}")
+    return eval_datasets.build_retrieval_set(spec.name, pairs)
+
+
+class Encoders:
+    """The exported LLM2CLIP model and the frozen LLM encoder, with batched feature helpers."""
+
+    def __init__(self, model_uri: str, encoder_uri: str, config):
+        from models.llm2clip import LLM2CLIPModel
+        from models.text_encoder_io import load_text_encoder
+
+        self.device = torch.device("cuda" if config.use_gpu else "cpu")
+        self.batch_size = config.batch_size
+        with ArtifactDir(model_uri).local_copy("") as folder:
+            self.model = LLM2CLIPModel.from_pretrained(folder).to(self.device).eval()
+            processor = json.loads((Path(folder) / "preprocessor_config.json").read_text())
+        self.transform = ImageTransformConfig(
+            size_px=int(processor["image_size"]),
+            mean=tuple(processor["image_mean"]),
+            std=tuple(processor["image_std"]),
+        )
+        with ArtifactDir(encoder_uri).local_copy("") as folder:
+            encoder, self.tokenizer = load_text_encoder(folder, trust_remote_code=config.trust_remote_code)
+        self.encoder = encoder.to(self.device).eval()
+
+    @torch.no_grad()
+    def image_features(self, images: list) -> torch.Tensor:
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            pixels = torch.stack(
+                [eval_transform(_open(i), self.transform) for i in images[start : start + self.batch_size]]
+            )
+            out.append(self.model.get_image_features(pixels.to(self.device)).float().cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def llm_features(self, captions: list[str]) -> torch.Tensor:
+        return self.encoder.encode(self.tokenizer, captions, batch_size=self.batch_size).float()
+
+    @torch.no_grad()
+    def text_features(self, llm: torch.Tensor) -> torch.Tensor:
+        out = [
+            self.model.get_text_features(llm[s : s + self.batch_size].to(self.device)).float().cpu()
+            for s in range(0, len(llm), self.batch_size)
+        ]
+        return torch.cat(out)
+
+
+def _open(image) -> Image.Image:
+    try:
+        source = io.BytesIO(image) if isinstance(image, bytes) else image
+        opened = Image.open(source)
+        opened.load()
+        return opened.convert("RGB")
+    except (OSError, ValueError) as err:
+        where = image if isinstance(image, str) else "an image of the set"
+        raise ValueError(f"{where}: cannot be decoded as an image ({err})") from err
+
+
+def retrieval_metrics(encoders: Encoders, data: eval_datasets.RetrievalSet) -> tuple[dict[str, float], dict]:
+    images = encoders.image_features(data.images)
+    llm = encoders.llm_features(data.captions)
+    text = encoders.text_features(llm)
+    metrics = multi_caption_recalls(images, text, torch.tensor(data.caption_image))
+    owned = data.captions_per_image()
+    pairs = [(captions[0], captions[1]) for captions in owned if len(captions) >= 2]
+    if len(pairs) >= 2:  # CRA: caption 1 retrieves caption 2 among all second captions (LLM features)
+        first, second = zip(*pairs)
+        metrics["cra"] = caption_retrieval_accuracy(llm[list(first)], llm[list(second)])
+    metrics["images"] = float(len(data.images))
+    metrics["captions"] = float(len(data.captions))
+    sample = {"images": images, "text": text, "first_caption": [c[0] for c in owned]}
+    return metrics, sample
+
+
+def zero_shot_metrics(encoders: Encoders, spec) -> dict[str, float]:
+    data = eval_datasets.image_folder_classes(spec.name, Path(spec.root), spec.max_per_class)
+    prompts = [template.format(name) for name in data.class_names for template in spec.templates]
+    text = torch.nn.functional.normalize(encoders.text_features(encoders.llm_features(prompts)), dim=-1)
+    per_class = text.reshape(len(data.class_names), len(spec.templates), -1).mean(dim=1)
+    metrics = zero_shot_accuracy(encoders.image_features(data.images), per_class, torch.tensor(data.labels))
+    metrics["images"] = float(len(data.images))
+    return metrics
+
+
+def evaluate_all(config, model_uri: str, encoder_uri: str, shards_uri: str | None, ctx: StageContext):
+    """(results per set, images scored); writes and logs the table and plots."""
+    from pipelines.evaluate.report import heatmap_png, recall_bars_png, tables
+
+    encoders = Encoders(model_uri, encoder_uri, config)
+    results: dict[str, dict[str, float]] = {}
+    heatmap = None
+    for spec in config.benchmarks:
+        data = load_retrieval_set(spec, shards_uri, config.scenes_split)
+        results[spec.name], sample = retrieval_metrics(encoders, data)
+        print(f"[evaluate] {spec.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[spec.name].items()))
+        if heatmap is None:
+            heatmap = (spec.name, sample)
+    for spec in config.zero_shot:
+        results[spec.name] = zero_shot_metrics(encoders, spec)
+        print(f"[evaluate] {spec.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[spec.name].items()))
+    model_path = Path(model_uri.rstrip("/"))
+    title = model_path.parent.name if model_path.name == "export" else model_path.name  # the stage key
+    markdown, html = tables(results, title=title)
+    ctx.artifact.write_bytes_atomic("table.md", markdown.encode())
+    ctx.artifact.write_bytes_atomic("table.html", html.encode())
+    ctx.log_text(markdown, "table.md")
+    ctx.log_text(html, "table.html")
+    with tempfile.TemporaryDirectory(prefix="evaluate-") as folder:
+        plots = {"recall_bars.png": recall_bars_png(results)}
+        if heatmap is not None:
+            name, sample = heatmap
+            plots[f"heatmap_{name}.png"] = heatmap_png(sample, config.heatmap_samples, name)
+        for file_name, png in plots.items():
+            if png is None:
+                continue
+            ctx.artifact.write_bytes_atomic(file_name, png)
+            (Path(folder) / file_name).write_bytes(png)
+            ctx.log_file(str(Path(folder) / file_name))
+    num_images = int(sum(r.get("images", 0) for r in results.values()))
+    return results, num_images

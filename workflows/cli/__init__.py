@@ -1,0 +1,1 @@
+"""Stage command lines that run without a recipe: recaption, embed and evaluate a folder of shards."""

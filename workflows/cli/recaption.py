@@ -1,0 +1,71 @@
+"""Recaption any webdataset shard folder into a caption folder, without the rest of the chain.
+
+    python workflows/cli/recaption.py --shards data/shards --output data/captions \
+        --model Qwen/Qwen2.5-VL-7B-Instruct --set device=gpu --set max_tokens=512 --set num_engine_replicas=8
+
+The output folder has the recaption stage's layout (captions/, rejected/, _shards/, samples.html,
+manifest.json). Rerun with the same arguments to resume: shards with a marker are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ops.config_schema import ConfigError
+from workflows.cli.standalone import add_settings_arguments, section_config, write_manifest
+from workflows.recipe import RayConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="workflows/cli/recaption.py",
+        description="Dense-caption every image of a webdataset shard folder with a VLM (vLLM via Ray Data).",
+        epilog="Settings are the recipe's recaption section (pipelines/recaption/stage.py: RecaptionConfig), "
+        "e.g. --set prompt_id=short --set max_tokens=128 --set device=gpu --set tensor_parallel_size=2.",
+    )
+    parser.add_argument(
+        "--shards", required=True, help="folder (path or fsspec URI) of {shard}.tar webdataset files"
+    )
+    parser.add_argument("--output", required=True, help="caption folder to write (path or fsspec URI)")
+    parser.add_argument("--model", help="HF id or local path of the VLM (overrides the config's model)")
+    add_settings_arguments(parser, "recaption")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines.recaption.stage import STAGE, recaption_shards
+
+    args = build_parser().parse_args(argv)
+    try:
+        config = section_config(args, STAGE, {"model": args.model})
+        if not config.model:
+            raise ConfigError("recaption.model: required here (--model or the config's recaption.model)")
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    from ops.artifact_dir import ArtifactDir
+    from ops.stage import StageContext
+    from workflows.ray_runtime import ensure_ray
+
+    print(ensure_ray(RayConfig(num_cpus=args.num_cpus)), flush=True)
+    output = ArtifactDir(args.output)
+    started = time.time()
+    outcome = recaption_shards(config, args.shards, config.model, StageContext(artifact=output, inputs={}))
+    write_manifest(output, STAGE, config, {"shards": args.shards}, outcome, started)
+    counts = outcome.counts
+    print(
+        f"recaptioned {counts.num_in} images: {counts.num_out} captions, {counts.num_rejected} rejected "
+        f"{dict(counts.rejected_by_reason)} -> {output.uri}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
