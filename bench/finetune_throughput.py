@@ -55,7 +55,7 @@ def build_inputs(work: Path, num_pairs: int):
 
 def bench_config(steps: int, batch_size: int, num_workers: int):
     from ops.config_schema import build_config
-    from pipelines.finetune_text.stage import FinetuneTextConfig
+    from pipelines.finetune_text.config import FinetuneTextConfig
 
     settings = {
         "max_steps": steps,
@@ -73,14 +73,13 @@ def run_without_ray(model_dir: Path, pairs, steps: int, batch_size: int) -> dict
     import torch
 
     from models.text_encoder import LLMTextEncoder
-    from models.text_encoder_io import apply_lora
+    from models.text_encoder_io import apply_lora, load_backbone
     from pipelines.finetune_text.batches import pair_batches
     from pipelines.finetune_text.loop import LoopSettings, build_optimizer, train_steps
-    from pipelines.finetune_text.worker import _load_backbone
 
     config = bench_config(steps, batch_size, 1)
     began = time.perf_counter()
-    backbone, tokenizer = _load_backbone(str(model_dir), False)
+    backbone, tokenizer = load_backbone(str(model_dir), False)
     encoder = LLMTextEncoder(apply_lora(backbone, config.lora), config.encoder)
     loop = LoopSettings(
         temperature=config.temperature,

@@ -185,7 +185,7 @@ def pa_crc(keys):
 
 
 def main() -> None:
-    from pipelines.finetune_text.loop import QUERY_SIDES
+    from pipelines.finetune_text.config import QUERY_SIDES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="probe", required=True)

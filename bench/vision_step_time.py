@@ -107,10 +107,10 @@ def main() -> None:
 
     from models.text_encoder_io import load_text_encoder
     from ops.webdataset_io import shard_id_of
+    from pipelines.train_vision.config import TrainVisionConfig
     from pipelines.train_vision.data import DataPosition, LoaderSettings, training_batches
     from pipelines.train_vision.loop import step_loss
-    from pipelines.train_vision.stage import TrainVisionConfig
-    from pipelines.train_vision.worker import build_model
+    from pipelines.train_vision.model import build_model
 
     config = TrainVisionConfig(adapter_width=128, adapter_depth=2, projection_dim=64)
     with tempfile.TemporaryDirectory(prefix="bench-vision-") as tmp:

@@ -67,6 +67,24 @@ def enable_gradient_checkpointing(backbone: nn.Module) -> None:
     backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+def load_backbone(model: str, trust_remote_code: bool = False, causal_lm: bool = False):
+    """(model, tokenizer) of a base LLM from an HF id, a local folder or an object-store folder: the model
+    that gives hidden states, or with causal_lm the model with its LM head (for MNTP). Weights only from
+    safetensors; right padding, and eos as the pad token where the tokenizer has none (Llama)."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    from ops.model_files import local_model
+
+    with local_model(model) as source:  # an object-store folder is copied to this node first
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        loader = AutoModelForCausalLM if causal_lm else AutoModel
+        backbone = loader.from_pretrained(source, trust_remote_code=trust_remote_code, use_safetensors=True)
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:  # Llama tokenizers ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    return backbone, tokenizer
+
+
 def save_text_encoder(encoder: LLMTextEncoder, tokenizer, folder: str | Path) -> None:
     """Merged weights as safetensors, the tokenizer and encoder_config.json in one folder."""
     from peft import PeftModel

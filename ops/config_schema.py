@@ -125,3 +125,17 @@ def build_config(cls: type, data: Any, where: str) -> Any:
         # __post_init__ names fields relative to the class; prefix where the class sits in the recipe.
         message = str(err)
         raise ConfigError(message if message.startswith(where) else f"{where}.{message}") from None
+
+
+def settings_from(cls: type, config: Any, prefix: str = "", **given: Any) -> Any:
+    """A settings dataclass of a loop, filled from the stage config's fields of the same names (after
+    `prefix`, e.g. "mntp_"); `given` supplies the ones the config names otherwise or does not hold. The
+    loops stay free of stage configs, and no field is copied by hand (a renamed one fails here, by name)."""
+    values = dict(given)
+    for field in dataclasses.fields(cls):
+        if field.name not in values:
+            name = prefix + field.name
+            if not hasattr(config, name):
+                raise AttributeError(f"{type(config).__name__} has no field {name!r} for {cls.__name__}")
+            values[field.name] = getattr(config, name)
+    return cls(**values)

@@ -1,5 +1,5 @@
 """torch.distributed helpers shared by the training loops; each is a no-op in a single process, so the
-same loop runs under Ray Train (process group up) and alone (GPU checks, tests)."""
+same loop runs under Ray Train (process group up) and alone (tests, bench)."""
 
 from __future__ import annotations
 

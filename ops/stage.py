@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ops.artifact_dir import ArtifactDir
-from ops.manifest import StageCounts
+from ops.manifest import StageCounts, build_manifest
 
 MetricsLogger = Callable[[dict[str, float], int | None], None]
 
@@ -65,3 +65,29 @@ class StageSpec:
 
     def inputs_for(self, config: Any) -> tuple[str, ...]:
         return self.resolve_inputs(config) if self.resolve_inputs is not None else self.inputs
+
+
+def outcome_manifest(
+    spec: StageSpec,
+    key: str,
+    config: Any,
+    input_keys: dict[str, str],
+    outcome: StageOutcome,
+    started_at: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The manifest of a finished stage run (written last: it makes the artifact complete)."""
+    import time
+
+    return build_manifest(
+        stage=spec.name,
+        key=key,
+        code_version=spec.code_version,
+        config=config,
+        input_keys=input_keys,
+        counts=outcome.counts,
+        metrics=outcome.metrics,
+        started_at=started_at,
+        finished_at=time.time(),
+        extra={**(extra or {}), "details": outcome.details},
+    )

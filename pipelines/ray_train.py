@@ -1,36 +1,53 @@
-"""One way to run a TorchTrainer inside a stage: storage under the stage's artifact (so a rerun resumes
-from its last checkpoint), failure recovery, two checkpoints kept, and what rank 0 needs for MLflow."""
+"""Ray Train inside a stage, shared by finetune_text and train_vision: the trainer (storage under the stage's
+artifact, so a rerun resumes from its last checkpoint; failure recovery; two checkpoints kept), the typed
+job every worker is handed, rank-0 MLflow logging and checkpoints of a state dict."""
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from ops.stage import StageContext
 
+JOB_KEY = "job"  # Ray Train hands a worker a dict; the stage's typed job travels under this one key
+STATE_FILE = "state.pt"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLinks:
+    """Where rank 0 writes: the stage's artifact directory and, when tracked, its MLflow run."""
+
+    artifact_uri: str
+    tracking_uri: str | None = None
+    run_id: str | None = None
+
+
+def run_links(ctx: StageContext) -> RunLinks:
+    return RunLinks(ctx.artifact.uri, ctx.tracking_uri, ctx.mlflow_run_id)
+
 
 def fit_in_artifact(
-    train_fn: Callable[[dict[str, Any]], None],
-    loop_config: dict[str, Any],
+    train_fn: Callable[[dict[str, Any]], Any],
+    job: Any,
     config,
     ctx: StageContext,
     datasets: dict[str, Any] | None = None,
 ):
-    """(Ray Train result, wall seconds). `config` gives num_workers, use_gpu, placement_strategy and
-    max_failures; the loop config gains artifact_uri, tracking_uri and run_id."""
+    """(Ray Train result, wall seconds). `job` (a frozen dataclass) reaches each worker as job_of(its
+    loop config); `config` gives num_workers, use_gpu, placement_strategy and max_failures."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     began = time.perf_counter()
     trainer = TorchTrainer(
         train_fn,
-        train_loop_config={
-            **loop_config,
-            "artifact_uri": ctx.artifact.uri,
-            "tracking_uri": ctx.tracking_uri,
-            "run_id": ctx.mlflow_run_id,
-        },
+        train_loop_config={JOB_KEY: job},
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.num_workers,
             use_gpu=config.use_gpu,
@@ -47,3 +64,47 @@ def fit_in_artifact(
     )
     result = trainer.fit()
     return result, time.perf_counter() - began
+
+
+def job_of(loop_config: dict[str, Any]) -> Any:
+    return loop_config[JOB_KEY]
+
+
+class Rank0Metrics:
+    """MLflow metrics from rank 0 into the stage's run; other ranks, and untracked runs, log nothing."""
+
+    def __init__(self, links: RunLinks, rank: int):
+        self.enabled = rank == 0 and bool(links.tracking_uri) and bool(links.run_id)
+        self._run_id = links.run_id
+        self._client = None
+        if self.enabled:
+            import mlflow
+
+            self._client = mlflow.MlflowClient(links.tracking_uri)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self._client is not None:
+            for name, value in metrics.items():
+                self._client.log_metric(self._run_id, name, value, step=step)
+
+
+def restored_state(map_location) -> dict[str, Any] | None:
+    """The state dict of the checkpoint Ray Train resumes this worker from, or None on a fresh start."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / STATE_FILE, map_location=map_location, weights_only=True)
+
+
+def report_with_checkpoint(metrics: dict[str, float], state: Callable[[], dict[str, Any]], rank: int) -> None:
+    """ray.train.report on every rank (it is a barrier); rank 0 also saves state() as the checkpoint."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as folder:
+        if rank == 0:
+            torch.save(state(), Path(folder) / STATE_FILE)
+        checkpoint = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
+        ray.train.report(metrics, checkpoint=checkpoint)

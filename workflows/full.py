@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             print(format_resources(recipe.resources), flush=True)
         return 0
 
-    # Heavy imports after validation, so --help, --dry-run and config errors answer fast.
+    # MLflow loads and Ray starts only from here on: --help, --dry-run and a config error touch no cluster
+    # and no tracking server (the registry's stage modules already import torch and Ray's client).
     from workflows.ray_runtime import ensure_ray, ray_job_submission_id
     from workflows.runner import execute_plan, format_summary
     from workflows.tracking import WorkflowTracker, default_tracking_uri, experiment_link

@@ -8,8 +8,7 @@ import json
 import time
 
 from ops.artifact_dir import ArtifactDir
-from ops.manifest import build_manifest
-from ops.stage import StageContext
+from ops.stage import StageContext, outcome_manifest
 from workflows.plan import CACHED, RERUN, SKIP, PlannedStage, format_table
 from workflows.tracking import WorkflowTracker
 
@@ -92,20 +91,14 @@ def execute_plan(
                     StageReport(spec.name, "failed", time.time() - started, {}, artifact.uri, planned.key)
                 )
                 raise
-            manifest = build_manifest(
-                stage=spec.name,
-                key=planned.key,
-                code_version=spec.code_version,
-                config=planned.config,
-                input_keys=planned.input_keys,
-                counts=outcome.counts,
-                metrics=outcome.metrics,
-                started_at=started,
-                finished_at=time.time(),
-                extra={
-                    "input_uris": {dep: artifacts[dep].uri for dep in planned.input_keys},
-                    "details": outcome.details,
-                },
+            manifest = outcome_manifest(
+                spec,
+                planned.key,
+                planned.config,
+                planned.input_keys,
+                outcome,
+                started,
+                extra={"input_uris": {dep: artifacts[dep].uri for dep in planned.input_keys}},
             )
             artifact.write_manifest(manifest)  # last: from here on the artifact is a cache hit
             tracker.log_manifest(run_id, manifest)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
-from pipelines.finetune_text.loop import cosine_with_warmup
+from ops.schedules import warmup_cosine_scheduler
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +72,7 @@ def pretrain(
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=settings.learning_rate,
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: cosine_with_warmup(step, settings.warmup_steps, settings.max_steps)
-    )
+    scheduler = warmup_cosine_scheduler(optimizer, settings.warmup_steps, settings.max_steps)
     model.train()
     recent: list[float] = []
     validation_loss = math.nan

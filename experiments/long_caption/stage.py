@@ -221,8 +221,8 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
     from experiments.long_caption.arms import ArmSettings
     from experiments.long_caption.runs import run_arms_on_ray
     from models.text_tower_clip import TextTowerSpec
+    from models.vision_tower import load_vision_tower
     from ops.image_transforms import ImageTransformConfig
-    from pipelines.train_vision.worker import load_vision_tower
 
     started = time.perf_counter()
     tiny = ctx.inputs["tiny_models"]

@@ -3,8 +3,6 @@ encoder, then the adapter), score, and write the report. Plain torch: it also ru
 
 from __future__ import annotations
 
-import io
-import json
 import tempfile
 from pathlib import Path
 
@@ -13,7 +11,7 @@ from PIL import Image
 
 from ops import eval_datasets
 from ops.artifact_dir import ArtifactDir
-from ops.image_transforms import ImageTransformConfig, eval_transform
+from ops.image_transforms import ImageDecodeError, decode_rgb, eval_transform
 from ops.retrieval_metrics import caption_retrieval_accuracy, multi_caption_recalls, zero_shot_accuracy
 from ops.stage import StageContext
 
@@ -66,19 +64,14 @@ class Encoders:
     """The exported LLM2CLIP model and the frozen LLM encoder, with batched feature helpers."""
 
     def __init__(self, model_uri: str, encoder_uri: str, config):
-        from models.llm2clip import LLM2CLIPModel
+        from models.llm2clip_export import load_export
         from models.text_encoder_io import load_text_encoder
 
         self.device = torch.device("cuda" if config.use_gpu else "cpu")
         self.batch_size = config.batch_size
         with ArtifactDir(model_uri).local_copy("") as folder:
-            self.model = LLM2CLIPModel.from_pretrained(folder).to(self.device).eval()
-            processor = json.loads((Path(folder) / "preprocessor_config.json").read_text())
-        self.transform = ImageTransformConfig(
-            size_px=int(processor["image_size"]),
-            mean=tuple(processor["image_mean"]),
-            std=tuple(processor["image_std"]),
-        )
+            model, self.transform = load_export(folder)
+        self.model = model.to(self.device)
         with ArtifactDir(encoder_uri).local_copy("") as folder:
             encoder, self.tokenizer = load_text_encoder(folder, trust_remote_code=config.trust_remote_code)
         self.encoder = encoder.to(self.device).eval()
@@ -106,14 +99,13 @@ class Encoders:
         return torch.cat(out)
 
 
-def _open(image) -> Image.Image:
+def _open(image: bytes | str | Path) -> Image.Image:
+    """Decoded as training decodes (ops.image_transforms.decode_rgb: 16-bit scaling, the pixel limit)."""
+    where = "an image of the set" if isinstance(image, bytes) else str(image)
     try:
-        source = io.BytesIO(image) if isinstance(image, bytes) else image
-        opened = Image.open(source)
-        opened.load()
-        return opened.convert("RGB")
-    except (OSError, ValueError) as err:
-        where = image if isinstance(image, str) else "an image of the set"
+        data = image if isinstance(image, bytes) else Path(image).read_bytes()
+        return decode_rgb(data)
+    except (OSError, ImageDecodeError) as err:
         raise ValueError(f"{where}: cannot be decoded as an image ({err})") from err
 
 

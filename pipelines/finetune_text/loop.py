@@ -1,10 +1,9 @@
-"""The caption-contrastive training loop, free of Ray: it runs in one process (GPU checks) or per Ray
+"""The caption-contrastive training loop, free of Ray: it runs in one process (tests, bench) or per Ray
 Train worker, where torch.distributed is already initialised and keys are gathered across workers."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 from collections.abc import Callable, Iterable
 
@@ -13,6 +12,7 @@ import torch
 from models.text_encoder import LLMTextEncoder, build_text_inputs
 from ops.contrastive import info_nce_loss
 from ops.distributed import average_gradients, gather_with_grad, rank_and_world
+from ops.schedules import warmup_cosine_scheduler
 
 # "query_side" and "key_side" caption lists of equal length, and optionally "hard_negative"
 Batch = dict[str, list[str]]
@@ -27,9 +27,6 @@ class LoopSettings:
     max_steps: int
     max_grad_norm: float
     seed: int
-
-
-QUERY_SIDES = ("first", "random")
 
 
 def order_sides(columns: dict[str, list[str]], query_side: str, rng: random.Random) -> Batch:
@@ -64,13 +61,6 @@ def swap_sides(columns: dict[str, list[str]], rng: random.Random) -> Batch:
     return batch
 
 
-def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / max(warmup, 1)
-    progress = (step - warmup) / max(total - warmup, 1)
-    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
 def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step) * 1009 + rank
 
@@ -78,10 +68,7 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 def build_optimizer(model: torch.nn.Module, settings: LoopSettings):
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: cosine_with_warmup(step, settings.warmup_steps, settings.max_steps)
-    )
-    return optimizer, scheduler
+    return optimizer, warmup_cosine_scheduler(optimizer, settings.warmup_steps, settings.max_steps)
 
 
 def train_steps(

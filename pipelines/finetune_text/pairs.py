@@ -115,3 +115,22 @@ def _require_field(rows: pa.Table, field: str, download: ArtifactDir) -> None:
         raise ValueError(
             f"{download.uri}/shards: no field {field!r} in the samples; fields are {rows.column_names}"
         )
+
+
+def read_training_pairs(pairs_uri: str) -> pa.Table:
+    """The stage's pairs/train.parquet without its bookkeeping columns: what the loss reads."""
+    import fsspec
+
+    with fsspec.open(pairs_uri, "rb") as handle:
+        table = pq.read_table(handle)
+    return table.drop_columns([c for c in ("key", "kind") if c in table.column_names])
+
+
+def read_held_out_pairs(eval_pairs_uri: str, query_column: str = "original") -> pa.Table:
+    """pairs/eval.parquet: the held-out images' captions that CRA scores, as (original, dense): the
+    query column (the original caption, or the short_dense one) under the name "original"."""
+    import fsspec
+
+    with fsspec.open(eval_pairs_uri, "rb") as handle:
+        table = pq.read_table(handle, columns=[query_column, "dense"])
+    return table.rename_columns(["original", "dense"])

@@ -10,144 +10,17 @@ Output layout:
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from typing import Literal
 
-from models.text_encoder import TextEncoderConfig
-from models.text_encoder_io import LoraSpec
-from ops.config_schema import check, check_model_reference
 from ops.errors import BadInputError
-from ops.hashing import NOT_IN_KEY
 from ops.manifest import StageCounts
 from ops.stage import StageContext, StageOutcome, StageSpec
-from pipelines.finetune_text.loop import QUERY_SIDES
+from pipelines.finetune_text.config import FinetuneTextConfig, finetune_inputs
 from pipelines.finetune_text.pairs import collect_pairs, training_pairs
-
-BASE_MODEL_STAGES = ("tiny_models", "lm_pretrain")  # stages that write an llm/ folder
-
-
-@dataclasses.dataclass(frozen=True)
-class FinetuneTextConfig:
-    base_model: str = ""  # HF id or local path of a causal LLM; "" = base_model_stage's LLM
-    # Which stage's llm/ folder is the base model when base_model is "": the tiny_models stage's random-init
-    # LLM (the demo) or the lm_pretrain stage's pretrained one (the long-caption experiment).
-    base_model_stage: str = "tiny_models"
-    # CRA's query caption for each held-out image (its key is the dense caption): "original" (the
-    # alt-text) or "short_dense" (see short_dense_source; for rich scenes, a paraphrase of the dense
-    # caption, which tells family siblings apart where their shared alt-text cannot).
-    cra_query_column: str = "original"
-    # Where each image's dense caption comes from: a field img2dataset kept from the url table
-    # (a provided recaption, or the demo's ground truth), or the recaption stage's output.
-    dense_caption_source: str = "column"  # column | recaption
-    dense_caption_column: str = "dense_caption"
-    # (short dense, long dense) pairs beside (original, dense): none, a provided column, or the dense
-    # caption's first sentences (DreamLIP's short captions). Images whose dense caption has no more
-    # than short_dense_sentences sentences get no such pair.
-    short_dense_source: str = "none"  # none | column | first_sentences
-    short_dense_column: str = "short_dense_caption"
-    short_dense_sentences: int = 1
-    # Which caption of a pair is the query: "first" (the alt-text or short caption; the dense caption is
-    # always the key, as LLM2Vec trains) or "random" per pair. A pretrained LLM collapses under "random"
-    # (see loop.order_sides); the random-init demo LLM learns under both.
-    query_side: str = "first"
-    hard_negatives: bool = False  # add the closest-worded caption of another image as a negative
-    eval_split_value: str = "eval"  # rows whose `split` field equals this are held out for CRA
-    num_eval_pairs: int = 256  # held out by key hash when the data has no `split` field
-    encoder: TextEncoderConfig = dataclasses.field(default_factory=TextEncoderConfig)
-    lora: LoraSpec | None = dataclasses.field(default_factory=LoraSpec)  # null: full fine-tuning
-    temperature: float = 0.02  # LLM2CLIP's logit scale 50
-    max_steps: int = 200  # optimizer steps
-    batch_size_per_worker: int = 32  # pairs; the loss sees num_workers x this many keys
-    learning_rate: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 20
-    max_grad_norm: float = 1.0
-    num_workers: int = 2  # Ray Train workers
-    use_gpu: bool = False
-    bf16: bool = True  # autocast on GPU
-    gradient_checkpointing: bool = False
-    checkpoint_every_steps: int = 50
-    max_failures: int = 1  # worker failures Ray Train recovers from (from the last checkpoint)
-    # Where Ray places the workers (Ray Train's ScalingConfig.placement_strategy): PACK fills a node first,
-    # SPREAD puts them on different nodes. Not part of the key: it changes no result.
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = dataclasses.field(
-        default="PACK", metadata=NOT_IN_KEY
-    )
-    seed: int = 0
-    trust_remote_code: bool = False
-    # LLM2Vec's masked next-token prediction before contrastive training; 0 = off (LLM2CLIP skips it)
-    mntp_steps: int = 0
-    mntp_learning_rate: float = 5e-4
-    mntp_mask_probability: float = 0.2  # fraction of caption tokens masked
-    mntp_mask_token: str = "_"  # used when the tokenizer has no mask token (LLM2Vec's choice for Llama)
-
-    def __post_init__(self):
-        check_model_reference(self.base_model, "base_model")
-        check(
-            self.cra_query_column in ("original", "short_dense"),
-            "cra_query_column",
-            "original or short_dense",
-            self.cra_query_column,
-        )
-        check(
-            self.cra_query_column == "original" or self.short_dense_source != "none",
-            "cra_query_column",
-            "original unless short_dense_source gives a short_dense caption",
-            self.cra_query_column,
-        )
-        check(
-            self.base_model_stage in BASE_MODEL_STAGES,
-            "base_model_stage",
-            f"one of {BASE_MODEL_STAGES}",
-            self.base_model_stage,
-        )
-        check(
-            self.dense_caption_source in ("column", "recaption"),
-            "dense_caption_source",
-            "column or recaption",
-            self.dense_caption_source,
-        )
-        check(self.query_side in QUERY_SIDES, "query_side", f"one of {QUERY_SIDES}", self.query_side)
-        check(self.temperature > 0, "temperature", "a positive number", self.temperature)
-        for name in ("max_steps", "batch_size_per_worker", "num_workers", "checkpoint_every_steps"):
-            check(getattr(self, name) > 0, name, "a positive integer", getattr(self, name))
-        check(self.learning_rate > 0, "learning_rate", "a positive number", self.learning_rate)
-        check(self.num_eval_pairs > 0, "num_eval_pairs", "a positive count", self.num_eval_pairs)
-        check(self.max_failures >= 0, "max_failures", "zero or more", self.max_failures)
-        check(
-            self.short_dense_source in ("none", "column", "first_sentences"),
-            "short_dense_source",
-            "none, column or first_sentences",
-            self.short_dense_source,
-        )
-        check(
-            self.short_dense_sentences > 0,
-            "short_dense_sentences",
-            "a positive count",
-            self.short_dense_sentences,
-        )
-        check(self.mntp_steps >= 0, "mntp_steps", "zero (off) or a positive count", self.mntp_steps)
-        check(
-            0 < self.mntp_mask_probability < 1,
-            "mntp_mask_probability",
-            "in (0, 1)",
-            self.mntp_mask_probability,
-        )
-
-
-def finetune_inputs(config: FinetuneTextConfig) -> tuple[str, ...]:
-    needed = ["download"]
-    if config.dense_caption_source == "recaption":
-        needed.append("recaption")
-    if not config.base_model:
-        needed.append(config.base_model_stage)
-    return tuple(needed)
+from pipelines.finetune_text.worker import run_training
 
 
 def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOutcome:
-    from pipelines.finetune_text.worker import run_training
-
     started = time.perf_counter()
     base_model = config.base_model or ctx.inputs[config.base_model_stage].child_uri("llm")
     train, held_out, unusable = collect_pairs(ctx.inputs["download"], ctx.inputs.get("recaption"), config)

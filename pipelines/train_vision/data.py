@@ -27,7 +27,6 @@ from ops.image_transforms import (
     ImageDecodeError,
     ImageTransformConfig,
     decode_rgb,
-    eval_transform,
     train_transform,
 )
 from ops.webdataset_io import iter_samples, shard_id_of
@@ -215,7 +214,7 @@ def training_batches(
         position.epoch, position.batches_in_epoch = epoch + 1, 0
 
 
-def _decode(sample: JoinedSample) -> Image.Image:
+def decode_sample(sample: JoinedSample) -> Image.Image:
     try:
         return decode_rgb(sample.jpg)
     except ImageDecodeError as err:
@@ -233,7 +232,7 @@ def _collate(
     rng = random.Random(seed)
     pixels, features = [], []
     for sample in chunk:
-        pixels.append(train_transform(_decode(sample), settings.transform, rng))
+        pixels.append(train_transform(decode_sample(sample), settings.transform, rng))
         use_dense = rng.random() < settings.dense_ratio
         vector = sample.dense if use_dense else sample.original
         if vector is None:
@@ -242,31 +241,3 @@ def _collate(
             raise ValueError(f"sample {sample.key}: no caption embedding at all")
         features.append(torch.from_numpy(np.asarray(vector, dtype=np.float32)))
     return torch.stack(pixels), torch.stack(features)
-
-
-def eval_arrays(
-    tar_paths: list[str],
-    sidecars: dict[str, str],
-    split: str | None,
-    transform: ImageTransformConfig,
-    fields: tuple[str, ...],
-    max_samples: int,
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per caption field, (pixel values, features) of at most max_samples held-out samples of `split`,
-    in shard order; scanning stops once enough are found. Fields with no sample are left out."""
-    found: dict[str, tuple[list, list]] = {field: ([], []) for field in fields}
-    for tar_path in sorted(tar_paths):
-        if all(len(found[f][0]) >= max_samples for f in fields):
-            break
-        for sample in joined_samples(tar_path, sidecars[shard_id_of(tar_path)]):
-            if split is not None and sample.split != split:
-                continue
-            pixels = None
-            for field in fields:
-                vector = getattr(sample, field)
-                if vector is None or len(found[field][0]) >= max_samples:
-                    continue
-                pixels = pixels if pixels is not None else eval_transform(_decode(sample), transform)
-                found[field][0].append(pixels)
-                found[field][1].append(torch.from_numpy(np.asarray(vector, dtype=np.float32)))
-    return {field: (torch.stack(p), torch.stack(f)) for field, (p, f) in found.items() if p}

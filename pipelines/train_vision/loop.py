@@ -1,11 +1,10 @@
 """The LLM2CLIP vision training loop, free of Ray: symmetric CLIP loss between the vision tower's
 features and the adapter's features of precomputed LLM embeddings, gathered across workers when a
-process group is up. Runs in one process (GPU checks, tests) or per Ray Train worker."""
+process group is up. Runs in one process (tests, bench) or per Ray Train worker."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -14,6 +13,7 @@ import torch
 from models.llm2clip import LLM2CLIPModel
 from ops.clip_loss import clip_loss
 from ops.distributed import average_gradients, gather_with_grad, rank_and_world
+from ops.schedules import warmup_cosine_scheduler
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,14 +57,7 @@ def build_optimizer(model: LLM2CLIPModel, settings: VisionLoopSettings):
         for (scale, decay), params in groups.items()
     ]
     optimizer = torch.optim.AdamW(param_groups, lr=settings.learning_rate)
-
-    def schedule(step: int) -> float:
-        if step < settings.warmup_steps:
-            return (step + 1) / max(settings.warmup_steps, 1)
-        progress = (step - settings.warmup_steps) / max(settings.max_steps - settings.warmup_steps, 1)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return optimizer, warmup_cosine_scheduler(optimizer, settings.warmup_steps, settings.max_steps)
 
 
 def step_loss(model: LLM2CLIPModel, pixel_values: torch.Tensor, llm_embeddings: torch.Tensor) -> torch.Tensor:

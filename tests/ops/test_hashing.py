@@ -47,8 +47,8 @@ def test_where_the_work_runs_is_not_part_of_the_key():
     """A recipe moved to a cluster (img2dataset's ray distributor, Ray Train workers spread over nodes)
     reuses what a single-machine run already computed; what changes results still changes the key."""
     from pipelines.download.stage import DownloadConfig
-    from pipelines.finetune_text.stage import FinetuneTextConfig
-    from pipelines.train_vision.stage import TrainVisionConfig
+    from pipelines.finetune_text.config import FinetuneTextConfig
+    from pipelines.train_vision.config import TrainVisionConfig
 
     def key(config):
         return content_key("stage", "1", config, {})

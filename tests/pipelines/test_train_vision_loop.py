@@ -15,6 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ops.webdataset_io import shard_id_of
+from pipelines.train_vision.config import TrainVisionConfig
 from pipelines.train_vision.data import (
     DataPosition,
     LoaderSettings,
@@ -33,8 +34,7 @@ from pipelines.train_vision.loop import (
     train_steps,
     training_state,
 )
-from pipelines.train_vision.stage import TrainVisionConfig
-from pipelines.train_vision.worker import build_model
+from pipelines.train_vision.model import build_model
 
 SMALL = TrainVisionConfig(adapter_width=64, adapter_depth=2, projection_dim=32, batch_size_per_worker=8)
 LOOP = VisionLoopSettings(
@@ -194,7 +194,7 @@ def test_gathered_loss_on_two_processes_equals_the_single_process_loss(demo_data
 
 
 def test_held_out_set_stops_at_its_cap_and_is_empty_without_the_split(demo_data):
-    from pipelines.train_vision.data import eval_arrays
+    from pipelines.train_vision.held_out import eval_arrays
 
     shards, sidecars, llm_dim, vision = demo_data
     _, transform = build_model(SMALL, vision, llm_dim)

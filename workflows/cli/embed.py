@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ops.config_schema import ConfigError
-from workflows.cli.standalone import add_settings_arguments, section_config, write_manifest
-from workflows.recipe import RayConfig
+from workflows.cli.standalone import add_settings_arguments, run_stage_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,38 +43,29 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.embed.stage import STAGE, embed_shards
 
     args = build_parser().parse_args(argv)
-    try:
-        config = section_config(args, STAGE, {"encoder": args.encoder})
-        if not config.encoder:
-            raise ConfigError("embed.encoder: required here (--encoder or the config's embed.encoder)")
-        if (
-            "dense" in config.caption_fields
-            and config.dense_caption_source == "recaption"
-            and not args.recaptions
-        ):
+
+    def validate(config) -> None:
+        dense_from_recaption = config.dense_caption_source == "recaption" and "dense" in config.caption_fields
+        if dense_from_recaption and not args.recaptions:
             raise ConfigError("embed.dense_caption_source: recaption needs --recaptions FOLDER")
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
 
-    from ops.artifact_dir import ArtifactDir
-    from ops.stage import StageContext
-    from workflows.ray_runtime import ensure_ray
+    def summary(outcome, output) -> str:
+        counts = outcome.counts
+        return (
+            f"embedded {int(outcome.metrics['num_captions'])} captions of {counts.num_in} samples "
+            f"({counts.num_rejected} lacking a field {dict(counts.rejected_by_reason)}), "
+            f"dim {outcome.details['dim']} -> {output.uri}"
+        )
 
-    print(ensure_ray(RayConfig(num_cpus=args.num_cpus)), flush=True)
-    output = ArtifactDir(args.output)
-    started = time.time()
-    ctx = StageContext(artifact=output, inputs={})
-    outcome = embed_shards(config, args.shards, config.encoder, ctx, recaption_uri=args.recaptions)
-    inputs = {"shards": args.shards, "encoder": config.encoder}
-    write_manifest(output, STAGE, config, inputs, outcome, started)
-    counts = outcome.counts
-    print(
-        f"embedded {int(outcome.metrics['num_captions'])} captions of {counts.num_in} samples "
-        f"({counts.num_rejected} lacking a field {dict(counts.rejected_by_reason)}), "
-        f"dim {outcome.details['dim']} -> {output.uri}"
+    return run_stage_cli(
+        args,
+        STAGE,
+        {"encoder": args.encoder},
+        lambda config, ctx: embed_shards(config, args.shards, config.encoder, ctx, args.recaptions),
+        lambda config: {"shards": args.shards, "encoder": config.encoder},
+        summary,
+        validate,
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ops.config_schema import ConfigError
-from workflows.cli.standalone import add_settings_arguments, section_config, write_manifest
+from workflows.cli.standalone import add_settings_arguments, run_stage_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,41 +38,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.evaluate.run import evaluate_all
-    from pipelines.evaluate.stage import STAGE
+    from pipelines.evaluate.stage import STAGE, score
 
     args = build_parser().parse_args(argv)
-    try:
-        config = section_config(args, STAGE, {"model": args.model, "encoder": args.encoder})
-        for name in ("model", "encoder"):
-            if not getattr(config, name):
-                raise ConfigError(
-                    f"evaluate.{name}: required here (--{name} or the config's evaluate.{name})"
-                )
+
+    def validate(config) -> None:
         if any(b.format.startswith("scenes_") for b in config.benchmarks):
             raise ConfigError("evaluate.benchmarks: the scenes_* formats need the workflow's download stage")
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
 
-    from ops.artifact_dir import ArtifactDir
-    from ops.manifest import StageCounts
-    from ops.stage import StageContext, StageOutcome
+    def summary(outcome, output) -> str:
+        return (Path(output.path) / "table.md").read_text() if output.is_local else f"-> {output.uri}"
 
-    output = ArtifactDir(args.output)
-    started = time.time()
-    ctx = StageContext(artifact=output, inputs={})
-    results, num_images = evaluate_all(config, config.model, config.encoder, None, ctx)
-    output.write_json_atomic("metrics.json", results)
-    flat = {
-        f"{name}_{metric}": value for name, metrics in results.items() for metric, value in metrics.items()
-    }
-    outcome = StageOutcome(StageCounts(num_in=num_images, num_out=num_images, num_rejected=0), flat)
-    write_manifest(
-        output, STAGE, config, {"model": config.model, "encoder": config.encoder}, outcome, started
+    return run_stage_cli(
+        args,
+        STAGE,
+        {"model": args.model, "encoder": args.encoder},
+        lambda config, ctx: score(config, config.model, config.encoder, None, ctx),
+        lambda config: {"model": config.model, "encoder": config.encoder},
+        summary,
+        validate,
+        uses_ray=False,
     )
-    print((Path(output.path) / "table.md").read_text() if output.is_local else f"-> {output.uri}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ops.config_schema import ConfigError
-from workflows.cli.standalone import add_settings_arguments, section_config, write_manifest
-from workflows.recipe import RayConfig
+from workflows.cli.standalone import add_settings_arguments, run_stage_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,29 +39,22 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.recaption.stage import STAGE, recaption_shards
 
     args = build_parser().parse_args(argv)
-    try:
-        config = section_config(args, STAGE, {"model": args.model})
-        if not config.model:
-            raise ConfigError("recaption.model: required here (--model or the config's recaption.model)")
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
 
-    from ops.artifact_dir import ArtifactDir
-    from ops.stage import StageContext
-    from workflows.ray_runtime import ensure_ray
+    def summary(outcome, output) -> str:
+        counts = outcome.counts
+        return (
+            f"recaptioned {counts.num_in} images: {counts.num_out} captions, {counts.num_rejected} rejected "
+            f"{dict(counts.rejected_by_reason)} -> {output.uri}"
+        )
 
-    print(ensure_ray(RayConfig(num_cpus=args.num_cpus)), flush=True)
-    output = ArtifactDir(args.output)
-    started = time.time()
-    outcome = recaption_shards(config, args.shards, config.model, StageContext(artifact=output, inputs={}))
-    write_manifest(output, STAGE, config, {"shards": args.shards}, outcome, started)
-    counts = outcome.counts
-    print(
-        f"recaptioned {counts.num_in} images: {counts.num_out} captions, {counts.num_rejected} rejected "
-        f"{dict(counts.rejected_by_reason)} -> {output.uri}"
+    return run_stage_cli(
+        args,
+        STAGE,
+        {"model": args.model},
+        lambda config, ctx: recaption_shards(config, args.shards, config.model, ctx),
+        lambda config: {"shards": args.shards},
+        summary,
     )
-    return 0
 
 
 if __name__ == "__main__":

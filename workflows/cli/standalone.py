@@ -1,20 +1,22 @@
 """Shared by the single-stage CLIs (recaption.py, embed.py, evaluate.py here): settings from a recipe
-section plus --set overrides, and the manifest that makes their output folder a complete artifact."""
+section plus --set overrides, the run into an output folder, and the manifest that makes that folder a
+complete artifact."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ops.artifact_dir import ArtifactDir
-from ops.config_schema import build_config
+from ops.config_schema import ConfigError, build_config
 from ops.hashing import content_key
-from ops.manifest import build_manifest
-from ops.stage import StageOutcome, StageSpec
+from ops.stage import StageContext, StageOutcome, StageSpec, outcome_manifest
 from workflows.recipe import apply_override
 
 
@@ -39,26 +41,49 @@ def section_config(args: argparse.Namespace, spec: StageSpec, extra: dict[str, A
     return build_config(spec.config_cls, section, spec.name)
 
 
-def write_manifest(
-    output: ArtifactDir,
+def run_stage_cli(
+    args: argparse.Namespace,
     spec: StageSpec,
-    config,
-    input_keys: dict[str, str],
-    outcome: StageOutcome,
-    started: float,
-) -> None:
-    key = content_key(spec.name, spec.code_version, config, input_keys)
+    flags: dict[str, Any],
+    run: Callable[[Any, StageContext], StageOutcome],
+    input_keys: Callable[[Any], dict[str, str]],
+    summary: Callable[[StageOutcome, ArtifactDir], str],
+    validate: Callable[[Any], None] | None = None,
+    uses_ray: bool = True,
+) -> int:
+    """The body of every stage CLI: the config (section, --set, then `flags`; every flag named there must
+    end up set), `validate`, a local or joined Ray, `run` into --output, the manifest, `summary`.
+    Exit code 2 on a config error, before anything starts."""
+    try:
+        config = section_config(args, spec, flags)
+        for name in flags:
+            if not getattr(config, name):
+                raise ConfigError(
+                    f"{spec.name}.{name}: required here (--{name} or the config's {spec.name}.{name})"
+                )
+        if validate is not None:
+            validate(config)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if uses_ray:
+        from workflows.ray_runtime import ensure_ray
+        from workflows.recipe import RayConfig
+
+        print(ensure_ray(RayConfig(num_cpus=args.num_cpus)), flush=True)
+    output = ArtifactDir(args.output)
+    started = time.time()
+    outcome = run(config, StageContext(artifact=output, inputs={}))
+    key_inputs = input_keys(config)
     output.write_manifest(
-        build_manifest(
-            stage=spec.name,
-            key=key,
-            code_version=spec.code_version,
-            config=config,
-            input_keys=input_keys,
-            counts=outcome.counts,
-            metrics=outcome.metrics,
-            started_at=started,
-            finished_at=time.time(),
-            extra={"details": outcome.details},
+        outcome_manifest(
+            spec,
+            content_key(spec.name, spec.code_version, config, key_inputs),
+            config,
+            key_inputs,
+            outcome,
+            started,
         )
     )
+    print(summary(outcome, output))
+    return 0

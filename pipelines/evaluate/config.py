@@ -1,0 +1,86 @@
+"""evaluate's settings: the retrieval benchmarks and zero-shot sets of the recipe's `evaluate:` section."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from ops.config_schema import check, check_model_reference
+
+RetrievalFormat = Literal[
+    "karpathy",
+    "caption_folders",
+    "sharegpt4v",
+    "docci",
+    "xm3600",
+    "caption_tsv",
+    "scenes_short",
+    "scenes_long",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str  # metric prefix and table column, e.g. coco, flickr30k, urban1k
+    format: RetrievalFormat
+    # The annotation file (karpathy, sharegpt4v, docci, xm3600, caption_tsv) or folder (caption_folders);
+    # unused by the scenes_* formats, which read the download stage's held-out samples.
+    annotations: str = ""
+    images: str = ""  # image folder, where the format keeps images apart
+    split: str = "test"  # karpathy, docci
+    language: str = "en"  # xm3600, caption_tsv
+    ids_file: str = ""  # caption_tsv: image ids of the split
+    max_images: int = 0  # 0 = all
+
+    def __post_init__(self):
+        check(bool(self.name), "name", "a non-empty name", self.name)
+        needs_file = not self.format.startswith("scenes_")
+        check(not needs_file or bool(self.annotations), "annotations", f"a path for format {self.format}", "")
+
+
+@dataclasses.dataclass(frozen=True)
+class ZeroShotSpec:
+    name: str
+    root: str  # ImageNet-style folder: root/<class_name>/*.jpg
+    templates: tuple[str, ...] = ("a photo of a {}.",)  # "{}" is replaced by the class name
+    max_per_class: int = 0
+
+    def __post_init__(self):
+        check(all("{}" in t for t in self.templates), "templates", "templates containing {}", self.templates)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    model: str = ""  # exported LLM2CLIP folder; "" = the train_vision stage's export
+    encoder: str = ""  # text-encoder folder; "" = the finetune_text stage's encoder
+    benchmarks: tuple[BenchmarkSpec, ...] = ()
+    zero_shot: tuple[ZeroShotSpec, ...] = ()
+    scenes_split: str = "eval"  # the download samples the scenes_* formats use
+    batch_size: int = 64  # images or captions per forward
+    use_gpu: bool = False
+    heatmap_samples: int = 12  # images in the similarity heatmap
+    trust_remote_code: bool = False
+
+    def __post_init__(self):
+        check(
+            bool(self.benchmarks or self.zero_shot),
+            "benchmarks",
+            "at least one benchmark or zero-shot set",
+            "",
+        )
+        names = [b.name for b in self.benchmarks] + [z.name for z in self.zero_shot]
+        check(len(set(names)) == len(names), "benchmarks", "distinct names", names)
+        check(self.batch_size > 0, "batch_size", "a positive count", self.batch_size)
+        check_model_reference(self.model, "model")
+        check_model_reference(self.encoder, "encoder")
+
+
+def evaluate_inputs(config: EvaluateConfig) -> tuple[str, ...]:
+    needed = []
+    if any(b.format.startswith("scenes_") for b in config.benchmarks):
+        needed.append("download")
+    if not config.encoder:
+        needed.append("finetune_text")
+    if not config.model:
+        needed.append("train_vision")
+    return tuple(needed)

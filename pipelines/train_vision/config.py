@@ -1,0 +1,78 @@
+"""train_vision's settings: what the recipe's `train_vision:` section holds, checked on load."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from ops.config_schema import check, check_model_reference
+from ops.hashing import NOT_IN_KEY
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainVisionConfig:
+    # HF id or local path of a CLIPVisionModel / SiglipVisionModel, or "timm:<name>" for a timm tower
+    # (e.g. timm:eva02_large_patch14_clip_336.merged2b; needs the GPU profile); "" = the demo's tiny tower
+    vision_model: str = ""
+    adapter_width: int = 1024  # LLM2CLIP's adapter: residual MLP blocks on the LLM features
+    adapter_depth: int = 4
+    adapter_dropout: float = 0.0
+    projection_dim: int = 1280  # the shared image-text space
+    dense_ratio: float = 0.5  # share of samples trained on the dense caption (LLM2CLIP: 50/50)
+    train_split_value: str = "train"  # samples whose json `split` differs are left out of training
+    eval_split_value: str = "eval"  # the held-out samples of the periodic and final evaluation
+    eval_max_samples: int = 1024  # at most this many held-out samples are evaluated
+    eval_every_steps: int = 0  # 0 = only at the end
+    batch_size_per_worker: int = 64  # images; the loss sees num_workers x this many pairs
+    max_steps: int = 1000
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    max_grad_norm: float = 1.0
+    layer_decay: float = 1.0  # layer-wise lr decay over the vision tower; 1.0 = off
+    logit_scale_init: float = 2.6592  # ln(1 / 0.07), CLIP's
+    train_crop_scale: tuple[float, float] = (0.9, 1.0)  # random-resized-crop area range
+    shuffle_buffer: int = 1000  # samples
+    num_workers: int = 2
+    use_gpu: bool = False
+    bf16: bool = True  # autocast on GPU
+    gradient_checkpointing: bool = False
+    checkpoint_every_steps: int = 200
+    max_failures: int = 1
+    # Where Ray places the workers (Ray Train's ScalingConfig.placement_strategy): PACK fills a node first,
+    # SPREAD puts them on different nodes. Not part of the key: it changes no result.
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = dataclasses.field(
+        default="PACK", metadata=NOT_IN_KEY
+    )
+    seed: int = 0
+
+    def __post_init__(self):
+        check_model_reference(self.vision_model, "vision_model")
+        for name in (
+            "adapter_width",
+            "adapter_depth",
+            "projection_dim",
+            "batch_size_per_worker",
+            "max_steps",
+            "num_workers",
+            "checkpoint_every_steps",
+            "shuffle_buffer",
+            "eval_max_samples",
+        ):
+            check(getattr(self, name) > 0, name, "a positive integer", getattr(self, name))
+        check(0 <= self.dense_ratio <= 1, "dense_ratio", "in [0, 1]", self.dense_ratio)
+        check(self.learning_rate > 0, "learning_rate", "a positive number", self.learning_rate)
+        check(0 < self.layer_decay <= 1, "layer_decay", "in (0, 1]", self.layer_decay)
+        check(
+            self.eval_every_steps >= 0,
+            "eval_every_steps",
+            "zero (off) or a step count",
+            self.eval_every_steps,
+        )
+        low, high = self.train_crop_scale
+        check(0 < low <= high <= 1, "train_crop_scale", "0 < low <= high <= 1", self.train_crop_scale)
+        check(self.max_failures >= 0, "max_failures", "zero or more", self.max_failures)
+
+
+def train_vision_inputs(config: TrainVisionConfig) -> tuple[str, ...]:
+    return ("download", "embed") if config.vision_model else ("download", "embed", "tiny_models")
