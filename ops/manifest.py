@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import socket
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ops.hashing import to_plain
@@ -64,3 +66,23 @@ def build_manifest(
         "host": socket.gethostname(),
         **(extra or {}),
     }
+
+
+def count_reasons(reasons: Iterable[str]) -> dict[str, int]:
+    """Rejections per reason, in first-seen order: what StageCounts.rejected_by_reason holds."""
+    return dict(collections.Counter(reasons))
+
+
+def merge_shard_stats(
+    per_shard: Iterable[Mapping[str, Any]], fields: Iterable[str] = ()
+) -> tuple[dict[str, float], dict[str, int]]:
+    """(totals of `fields`, rejections per reason) summed over shards' completion markers, each of which
+    may hold a "rejected_by_reason" mapping."""
+    fields = tuple(fields)
+    totals: dict[str, float] = dict.fromkeys(fields, 0.0)
+    by_reason: collections.Counter[str] = collections.Counter()
+    for stats in per_shard:
+        for name in fields:
+            totals[name] += stats[name]
+        by_reason.update(stats.get("rejected_by_reason", {}))
+    return totals, dict(by_reason)

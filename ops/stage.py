@@ -55,16 +55,26 @@ class StageSpec:
     name: str
     code_version: str
     config_cls: type
+    # Every stage this one may read; each must come earlier in the chain.
     inputs: tuple[str, ...]
     run: Callable[[Any, StageContext], StageOutcome]
     description: str
-    # Sharded stages keep per-shard markers and resume a half-done directory instead of clearing it.
-    sharded: bool = False
-    # When the inputs depend on the config (download reads the scenes stage only without a url_list).
+    # A half-done directory is resumed, not cleared: the stage keeps per-shard completion markers, or Ray
+    # Train checkpoints that a rerun starts from.
+    resumable: bool = False
+    # The inputs a given config reads, when fewer than all (download reads scenes only without a url_list).
     resolve_inputs: Callable[[Any], tuple[str, ...]] | None = None
 
     def inputs_for(self, config: Any) -> tuple[str, ...]:
-        return self.resolve_inputs(config) if self.resolve_inputs is not None else self.inputs
+        if self.resolve_inputs is None:
+            return self.inputs
+        chosen = self.resolve_inputs(config)
+        undeclared = [name for name in chosen if name not in self.inputs]
+        if undeclared:  # a stage author's error: the declared inputs are what docs and plans show
+            raise ValueError(
+                f"stage {self.name}: reads {undeclared}, not among its declared inputs {self.inputs}"
+            )
+        return chosen
 
 
 def outcome_manifest(

@@ -85,7 +85,9 @@ def build_plan(
         elif artifact.exists():
             action = RUN
             reason = (
-                "partial artifact: resuming finished shards" if spec.sharded else "partial artifact: restart"
+                "partial artifact: resuming (finished shards, last checkpoint)"
+                if spec.resumable
+                else "partial artifact: restart"
             )
         else:
             action, reason = RUN, "no artifact with this key"

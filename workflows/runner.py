@@ -67,8 +67,8 @@ def execute_plan(
             # --only/--from/--force replace a complete artifact; an incomplete one (a killed run with the
             # same key, so the same config and inputs) is resumed like any other.
             replacing = planned.action == RERUN and artifact.is_complete()
-            resumed = bool(spec.sharded and artifact.exists() and not replacing)
-            if replacing or (artifact.exists() and not spec.sharded):
+            resumed = bool(spec.resumable and artifact.exists() and not replacing)
+            if replacing or (artifact.exists() and not spec.resumable):
                 artifact.clear()
             print(
                 f"[workflow] {spec.name}: {'resuming' if resumed else 'running'} -> {artifact.uri}",

@@ -210,5 +210,5 @@ STAGE = StageSpec(
     inputs=(),
     run=run_scenes,
     description="synthetic demo scenes: JPEGs, short and dense captions, train and eval splits",
-    sharded=True,
+    resumable=True,
 )

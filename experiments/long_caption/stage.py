@@ -18,7 +18,6 @@ import time
 import zlib
 from pathlib import Path
 
-import fsspec
 import pyarrow as pa
 import torch
 
@@ -32,7 +31,7 @@ from experiments.long_caption.report import (
     table_markdown,
 )
 from ops.config_schema import check
-from ops.manifest import StageCounts
+from ops.manifest import StageCounts, count_reasons
 from ops.stage import StageContext, StageOutcome, StageSpec
 
 
@@ -113,32 +112,29 @@ class Sample:
 def _read_samples(shards_uri: str, config: LongCaptionExperimentConfig):
     """(train, held_out, rejected): Samples by split, and the samples that cannot take part, with the
     reason."""
-    from ops.webdataset_io import iter_samples, list_shards
+    from ops.captioned_shards import ORIGINAL, caption_of, iter_shard_folder
 
-    fs, _ = fsspec.core.url_to_fs(shards_uri)
     train, held_out, rejected = [], [], []
-    for tar_path in list_shards(shards_uri):
-        for sample in iter_samples(fs, tar_path):
-            meta = sample.get("json") or {}
-            long = meta.get(config.dense_caption_field)
-            lacking = [part for part in ("jpg", "txt") if part not in sample] + (
-                [] if long else ["dense_caption"]
+    for tar_path, sample in iter_shard_folder(shards_uri):
+        meta = sample.get("json") or {}
+        long = caption_of(sample, config.dense_caption_field)
+        lacking = [part for part in ("jpg", "txt") if part not in sample]
+        lacking += [] if long else ["dense_caption"]
+        if lacking:
+            rejected.append(
+                {"key": sample["key"], "reason": f"missing_{'_and_'.join(lacking)}", "shard": tar_path}
             )
-            if lacking:
-                rejected.append(
-                    {"key": sample["key"], "reason": f"missing_{'_and_'.join(lacking)}", "shard": tar_path}
-                )
-                continue
-            family = meta.get("family")
-            row = Sample(
-                jpg=sample["jpg"],
-                short=sample["txt"].decode(),
-                long=long,
-                l2=meta.get("dense_caption_l2"),
-                paraphrase=meta.get("paraphrase"),
-                family=str(family if family is not None else meta.get("scene_key", sample["key"])),
-            )
-            (held_out if meta.get("split") == config.eval_split_value else train).append(row)
+            continue
+        family = meta.get("family")
+        row = Sample(
+            jpg=sample["jpg"],
+            short=caption_of(sample, ORIGINAL) or "",
+            long=long,
+            l2=meta.get("dense_caption_l2"),
+            paraphrase=meta.get("paraphrase"),
+            family=str(family if family is not None else meta.get("scene_key", sample["key"])),
+        )
+        (held_out if meta.get("split") == config.eval_split_value else train).append(row)
     return train, held_out, rejected
 
 
@@ -348,9 +344,7 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
     metrics.update({"long_captions_cut_share": cut["long"], "experiment_s": time.perf_counter() - started})
     metrics.update({"encode_s": encoded_s, "runs_s": runs_s})
     kept = len(all_train) + len(held_samples)
-    reasons: dict[str, int] = {}
-    for row in rejected:
-        reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+    reasons = count_reasons(row["reason"] for row in rejected)
     counts = StageCounts(
         num_in=kept + len(rejected), num_out=kept, num_rejected=len(rejected), rejected_by_reason=reasons
     )
@@ -385,7 +379,7 @@ STAGE = StageSpec(
     # 4: recall by length counts ties as misses, as the table does (argmax gave ties to the first row)
     code_version="4",
     config_cls=LongCaptionExperimentConfig,
-    inputs=("download", "tiny_models", "finetune_text"),
+    inputs=("download", "tiny_models", "lm_pretrain", "finetune_text"),
     run=run_long_caption_experiment,
     resolve_inputs=experiment_inputs,
     description="LLM2CLIP vs base-LLM features vs a 77-token CLIP text tower, short and long captions",

@@ -28,7 +28,7 @@ from ops.artifact_dir import ArtifactDir
 from ops.config_schema import check
 from ops.hashing import NOT_IN_KEY
 from ops.loopback_http import LoopbackFileServer
-from ops.manifest import StageCounts
+from ops.manifest import StageCounts, count_reasons
 from ops.stage import StageContext, StageOutcome, StageSpec
 from ops.url_table import read_url_table, screen_urls
 
@@ -338,9 +338,7 @@ def summarize_download(
     if screened_out.num_rows:
         rejected = pa.concat_tables([screened_out, rejected], promote_options="permissive")
     artifact.write_parquet_atomic("rejected.parquet", rejected)
-    by_reason = {}
-    for reason in rejected.column("reason").to_pylist():
-        by_reason[reason] = by_reason.get(reason, 0) + 1
+    by_reason = count_reasons(rejected.column("reason").to_pylist())
 
     for shard, s in sorted(stats.items()):
         ctx.log_metrics(
@@ -381,6 +379,6 @@ STAGE = StageSpec(
     inputs=("scenes",),
     run=run_download,
     description="img2dataset: url+caption table -> webdataset shards (jpg, txt, json) with per-shard stats",
-    sharded=True,
+    resumable=True,
     resolve_inputs=download_inputs,
 )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
@@ -25,10 +24,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ops.artifact_dir import ArtifactDir
+from ops.captioned_shards import caption_of
 from ops.config_schema import check, check_model_reference
 from ops.embedding_sidecar import reference_tar, sidecar_table
 from ops.length_buckets import length_sorted_batches, padded_token_count
-from ops.manifest import StageCounts
+from ops.manifest import StageCounts, count_reasons, merge_shard_stats
 from ops.stage import StageContext, StageOutcome, StageSpec
 from ops.webdataset_io import iter_samples, list_shards, shard_id_of
 
@@ -106,17 +106,14 @@ def shard_captions(
         if "jpg" not in sample:
             continue
         keys.append(sample["key"])
-        meta = sample.get("json") or {}
         for field in config.caption_fields:
-            if field == "original":
-                text = sample["txt"].decode("utf-8", "replace") if "txt" in sample else meta.get("caption")
-            elif field == "dense" and config.dense_caption_source == "recaption":
+            if field == "dense" and config.dense_caption_source == "recaption":
                 text = (recaptions or {}).get(sample["key"])
-            elif field == "dense":
-                text = meta.get(config.dense_caption_column)
+                fields[field].append(text if isinstance(text, str) and text.strip() else None)
             else:
-                text = meta.get(field)
-            fields[field].append(text if isinstance(text, str) and text.strip() else None)
+                fields[field].append(
+                    caption_of(sample, config.dense_caption_column if field == "dense" else field)
+                )
     return keys, fields
 
 
@@ -180,14 +177,11 @@ class ShardEmbedder:
             self.artifact.write_bytes_atomic(
                 f"reference/{shard}_text_embeddings.tar", reference_tar(table, names)
             )
-        by_reason: dict[str, int] = defaultdict(int)
-        for row in rejected:
-            by_reason[row["reason"]] += 1
         marker = {
             "num_in": len(keys) + len(duplicates),
             "num_out": len(keys) + len(duplicates) - len(rejected),
             "num_rejected": len(rejected),
-            "rejected_by_reason": dict(by_reason),
+            "rejected_by_reason": count_reasons(row["reason"] for row in rejected),
             "dim": self.encoder_dim,
             "seconds": time.perf_counter() - started,
             **stats,
@@ -294,10 +288,9 @@ def summarize(
     missing = [shard_id_of(p) for p in tar_paths if shard_id_of(p) not in stats]
     if missing:
         raise RuntimeError(f"embed: shards {missing[:10]} have no completion marker")
-    totals: dict[str, float] = defaultdict(float)
-    by_reason: dict[str, int] = defaultdict(int)
-    for s in stats.values():
-        for name in (
+    totals, by_reason = merge_shard_stats(
+        stats.values(),
+        (
             "num_in",
             "num_out",
             "num_rejected",
@@ -305,10 +298,8 @@ def summarize(
             "num_truncated",
             "num_padded_tokens",
             "num_batch_tokens",
-        ):
-            totals[name] += s[name]
-        for reason, n in s["rejected_by_reason"].items():
-            by_reason[reason] += n
+        ),
+    )
     dims = {s["dim"] for s in stats.values()}
     if len(dims) != 1:
         raise RuntimeError(f"embed: shards disagree on the embedding dimension: {sorted(dims)}")
@@ -323,7 +314,7 @@ def summarize(
         num_in=int(totals["num_in"]),
         num_out=int(totals["num_out"]),
         num_rejected=int(totals["num_rejected"]),
-        rejected_by_reason=dict(by_reason),
+        rejected_by_reason=by_reason,
     )
     details = {
         "dim": dims.pop(),
@@ -350,9 +341,9 @@ STAGE = StageSpec(
     name="embed",
     code_version="1",
     config_cls=EmbedConfig,
-    inputs=("download", "finetune_text"),
+    inputs=("download", "recaption", "finetune_text"),
     run=run_embed,
     description="caption embeddings of the frozen text encoder, per shard, through Ray Data model actors",
-    sharded=True,
+    resumable=True,
     resolve_inputs=embed_inputs,
 )

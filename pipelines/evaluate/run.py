@@ -39,20 +39,14 @@ def load_retrieval_set(spec, shards_uri: str | None, scenes_split: str) -> eval_
 
 def scenes_set(spec, shards_uri: str, split: str) -> eval_datasets.RetrievalSet:
     """The demo's held-out scenes: short alt-text captions (scenes_short) or dense ones (scenes_long)."""
-    import fsspec
+    from ops.captioned_shards import ORIGINAL, caption_of, iter_shard_folder
 
-    from ops.webdataset_io import iter_samples, list_shards
-
-    fs, _ = fsspec.core.url_to_fs(shards_uri)
+    field = ORIGINAL if spec.format == "scenes_short" else "dense_caption"
     pairs = []
-    for tar_path in list_shards(shards_uri):
-        for sample in iter_samples(fs, tar_path):
-            meta = sample.get("json") or {}
-            if "jpg" not in sample or meta.get("split") != split:
-                continue
-            text = sample["txt"].decode() if spec.format == "scenes_short" else meta.get("dense_caption")
-            if text:
-                pairs.append((sample["jpg"], [text]))
+    for _, sample in iter_shard_folder(shards_uri):
+        text = caption_of(sample, field)
+        if "jpg" in sample and (sample.get("json") or {}).get("split") == split and text:
+            pairs.append((sample["jpg"], [text]))
     if spec.max_images > 0:
         pairs = pairs[: spec.max_images]
     if not pairs:

@@ -15,7 +15,7 @@ import time
 from ops.errors import BadInputError
 from ops.manifest import StageCounts
 from ops.stage import StageContext, StageOutcome, StageSpec
-from pipelines.finetune_text.config import FinetuneTextConfig, finetune_inputs
+from pipelines.finetune_text.config import BASE_MODEL_STAGES, FinetuneTextConfig, finetune_inputs
 from pipelines.finetune_text.pairs import collect_pairs, training_pairs
 from pipelines.finetune_text.worker import run_training
 
@@ -63,9 +63,9 @@ STAGE = StageSpec(
     name="finetune_text",
     code_version="3",  # 3: batches dealt by (seed, step, rank), not by Ray Data's split
     config_cls=FinetuneTextConfig,
-    inputs=("download", "tiny_models"),
+    inputs=("download", "recaption", *BASE_MODEL_STAGES),
     run=run_finetune_text,
     description="caption-contrastive LoRA fine-tuning of the LLM on Ray Train; CRA before and after",
-    sharded=True,  # a rerun keeps train/ so Ray Train resumes from the last checkpoint
+    resumable=True,  # a rerun keeps train/ so Ray Train resumes from the last checkpoint
     resolve_inputs=finetune_inputs,
 )

@@ -29,7 +29,7 @@ from ops.artifact_dir import ArtifactDir
 from ops.caption_quality import CaptionQualityConfig, rejection_reason
 from ops.config_schema import check, check_model_reference
 from ops.image_transforms import DEFAULT_MAX_IMAGE_PIXELS, ImageDecodeError, decode_rgb
-from ops.manifest import StageCounts
+from ops.manifest import StageCounts, count_reasons, merge_shard_stats
 from ops.model_files import is_remote, local_model
 from ops.stage import StageContext, StageOutcome, StageSpec
 from ops.webdataset_io import count_samples, iter_samples, list_shards, shard_id_of
@@ -297,14 +297,11 @@ def _write_shard(
         ("rejected", pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA)),
     ):
         artifact.write_parquet_atomic(f"{folder}/{shard}.parquet", table)
-    by_reason: dict[str, int] = defaultdict(int)
-    for row in rejected:
-        by_reason[row["reason"]] += 1
     stats = {
         "num_in": len(rows),
         "num_out": len(accepted),
         "num_rejected": len(rejected),
-        "rejected_by_reason": dict(by_reason),
+        "rejected_by_reason": count_reasons(row["reason"] for row in rejected),
         "generated_tokens": sum(r["num_generated_tokens"] for r in rows),
         "caption_words": sum(len(r["caption"].split()) for r in accepted),
     }
@@ -365,16 +362,12 @@ def summarize(
     missing = [shard_id_of(p) for p in tar_paths if shard_id_of(p) not in stats]
     if missing:
         raise RuntimeError(f"recaption: shards {missing[:10]} have no completion marker")
-    by_reason: dict[str, int] = defaultdict(int)
-    for s in stats.values():
-        for reason, n in s["rejected_by_reason"].items():
-            by_reason[reason] += n
-    num_in = sum(s["num_in"] for s in stats.values())
-    num_out = sum(s["num_out"] for s in stats.values())
+    totals, by_reason = merge_shard_stats(stats.values(), ("num_in", "num_out", "caption_words"))
+    num_in, num_out = int(totals["num_in"]), int(totals["num_out"])
     metrics = {
         "images_per_s": images_now / max(elapsed_s, 1e-9),
         "generated_tokens_per_s": generated_now / max(elapsed_s, 1e-9),
-        "mean_caption_words": sum(s["caption_words"] for s in stats.values()) / max(num_out, 1),
+        "mean_caption_words": totals["caption_words"] / max(num_out, 1),
         "acceptance_rate": num_out / max(num_in, 1),
         "num_shards": float(len(tar_paths)),
         **{f"rejected_{reason}": float(n) for reason, n in by_reason.items()},
@@ -383,7 +376,7 @@ def summarize(
     artifact.write_bytes_atomic("samples.html", html.encode("utf-8"))
     ctx.log_text(html, "samples.html")
     counts = StageCounts(
-        num_in=num_in, num_out=num_out, num_rejected=num_in - num_out, rejected_by_reason=dict(by_reason)
+        num_in=num_in, num_out=num_out, num_rejected=num_in - num_out, rejected_by_reason=by_reason
     )
     return StageOutcome(counts=counts, metrics=metrics)
 
@@ -400,6 +393,6 @@ STAGE = StageSpec(
     inputs=("download", "tiny_models"),
     run=run_recaption,
     description="dense captions from a vision-language model in vLLM, through ray.data.llm",
-    sharded=True,
+    resumable=True,
     resolve_inputs=recaption_inputs,
 )

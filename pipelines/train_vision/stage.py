@@ -67,6 +67,6 @@ STAGE = StageSpec(
     inputs=("download", "embed", "tiny_models"),
     run=run_train_vision,
     description="CLIP vision tower + LLM2CLIP adapter on Ray Train against the precomputed LLM features",
-    sharded=True,  # a rerun keeps train/ so Ray Train resumes from the last checkpoint
+    resumable=True,  # a rerun keeps train/ so Ray Train resumes from the last checkpoint
     resolve_inputs=train_vision_inputs,
 )

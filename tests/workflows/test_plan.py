@@ -87,3 +87,31 @@ def test_only_leaves_uncached_downstream_alone(tmp_path):
         "scenes": RERUN,
         "tiny_models": SKIP,
     }
+
+
+def test_every_recipe_reads_only_declared_inputs_that_come_earlier():
+    """Each stage's declared inputs precede it in the chain, and what every shipped recipe's config makes
+    it read is among them (StageSpec.inputs_for checks the latter and raises)."""
+    from tests.conftest import REPO_ROOT
+    from workflows.recipe import load_recipe
+
+    position = {spec.name: i for i, spec in enumerate(CHAIN)}
+    for spec in CHAIN:
+        assert all(position[dep] < position[spec.name] for dep in spec.inputs), spec.name
+    resolved = set()
+    for path in sorted((REPO_ROOT / "configs").glob("*.yaml")):
+        recipe = load_recipe(path, CHAIN)
+        for name, config in recipe.stages.items():
+            spec = next(s for s in CHAIN if s.name == name)
+            resolved.update((name, dep) for dep in spec.inputs_for(config))
+    # The previously undeclared reads are now declared and used by a shipped recipe.
+    assert ("finetune_text", "lm_pretrain") in resolved
+
+
+def test_a_stage_reading_an_undeclared_input_is_refused():
+    import dataclasses
+
+    spec = next(s for s in CHAIN if s.name == "tiny_models")
+    broken = dataclasses.replace(spec, resolve_inputs=lambda config: ("download",))
+    with pytest.raises(ValueError, match="not among its declared inputs"):
+        broken.inputs_for(TinyModelsConfig())
