@@ -32,7 +32,8 @@ from demo.scenes import basic as scenes  # noqa: E402
 from ops.artifact_dir import ArtifactDir  # noqa: E402
 from ops.loopback_http import LoopbackFileServer  # noqa: E402
 from ops.stage import StageContext  # noqa: E402
-from pipelines.download.stage import DownloadConfig, run_download  # noqa: E402
+from pipelines.download.config import DownloadConfig  # noqa: E402
+from pipelines.download.stage import run_download  # noqa: E402
 
 
 def write_images(folder: Path, count: int, side_px: int) -> list[str]:

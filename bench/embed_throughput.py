@@ -70,7 +70,8 @@ def run_stage(
     from ops.artifact_dir import ArtifactDir
     from ops.config_schema import build_config
     from ops.stage import StageContext
-    from pipelines.embed.stage import EmbedConfig, embed_shards
+    from pipelines.embed.config import EmbedConfig
+    from pipelines.embed.stage import embed_shards
 
     # The actors share every core, as the bare forward in this process uses them (Ray sets torch threads).
     settings = {

@@ -32,7 +32,8 @@ def _vision(args) -> None:
 
     from demo.scenes import rich as rich_scenes
     from experiments.long_caption.arms import ArmSettings, build_arm, evaluate_arm, train_arm
-    from experiments.long_caption.stage import LongCaptionExperimentConfig, Sample, _captioned
+    from experiments.long_caption.config import LongCaptionExperimentConfig
+    from experiments.long_caption.samples import Sample, captioned
     from models.text_tower_clip import TextTowerSpec
     from models.tiny_factory import build_tiny_vision_tower
     from models.tiny_specs import TinyVisionSpec
@@ -68,9 +69,9 @@ def _vision(args) -> None:
     config = LongCaptionExperimentConfig()
     transform = ImageTransformConfig(size_px=args.image_px, mean=CLIP_MEAN, std=CLIP_STD)
     fit = samples("probe-train", args.scenes)
-    train, _ = _captioned(fit, transform, encoders, tokenizer, config)
-    seen, _ = _captioned(fit[:128], transform, encoders, tokenizer, config)
-    validation, _ = _captioned(samples("probe-val", 128), transform, encoders, tokenizer, config)
+    train, _ = captioned(fit, transform, encoders, tokenizer, config)
+    seen, _ = captioned(fit[:128], transform, encoders, tokenizer, config)
+    validation, _ = captioned(samples("probe-val", 128), transform, encoders, tokenizer, config)
     spec = TinyVisionSpec(
         hidden_size=args.width,
         intermediate_size=2 * args.width,

@@ -28,10 +28,10 @@ def _arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = _arguments()
-    from experiments.long_caption.stage import (
-        LongCaptionExperimentConfig,
-        _load_encoders,
-        _read_samples,
+    from experiments.long_caption.config import LongCaptionExperimentConfig
+    from experiments.long_caption.samples import (
+        load_encoders,
+        read_samples,
         split_validation,
     )
     from ops.retrieval_metrics import caption_retrieval_accuracy
@@ -42,10 +42,10 @@ def main() -> None:
     )
     tuned = Path(args.encoder) if args.encoder else _newest(root, "finetune_text/*/encoder")
     config = LongCaptionExperimentConfig()
-    train, _, _ = _read_samples(str(shards), config)
+    train, _, _ = read_samples(str(shards), config)
     _, validation = split_validation(train, args.validation_share)
     validation = validation[: args.candidates]
-    encoders, tokenizer = _load_encoders(str(tuned), str(base), str(random_init))
+    encoders, tokenizer = load_encoders(str(tuned), str(base), str(random_init))
     texts = {
         "English dense": [s.long for s in validation],
         "English paraphrase": [s.paraphrase for s in validation],

@@ -60,7 +60,8 @@ def run_stage(model_dir: Path, shards: Path, work: Path, max_tokens: int, batch_
 
     from ops.artifact_dir import ArtifactDir
     from ops.stage import StageContext
-    from pipelines.recaption.stage import RecaptionConfig, recaption_shards
+    from pipelines.recaption.config import RecaptionConfig
+    from pipelines.recaption.stage import recaption_shards
 
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     config = RecaptionConfig(

@@ -36,7 +36,8 @@ def build_inputs(work: Path, num_images: int, per_shard: int):
     from models.tiny_factory import build_tiny_llm, build_tiny_vision_tower, train_scene_tokenizer
     from models.tiny_specs import TinyLlmSpec, TinyVisionSpec
     from ops.config_schema import build_config
-    from pipelines.embed.stage import EmbedConfig, ShardEmbedder
+    from pipelines.embed.config import EmbedConfig
+    from pipelines.embed.embedder import ShardEmbedder
 
     tokenizer = train_scene_tokenizer(scenes.vocabulary_corpus(), 1024)
     tokenizer.padding_side = "right"

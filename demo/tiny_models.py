@@ -16,7 +16,7 @@ import json
 import time
 
 from demo.scenes.basic import vocabulary_corpus
-from demo.scenes.stage import held_out_captions, read_scene_table
+from demo.scenes.table import held_out_captions, read_scene_table
 from models.tiny_specs import TinyLlmSpec, TinyVisionSpec
 from ops.config_schema import check
 from ops.manifest import StageCounts

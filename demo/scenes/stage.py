@@ -16,7 +16,6 @@ import random
 import time
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
 from demo.lm_corpus import english_description
@@ -24,28 +23,12 @@ from demo.ray_progress import wait_with_progress
 from demo.scenes import basic as scenes
 from demo.scenes import rich as rich_scenes
 from demo.scenes import second_language
+from demo.scenes.table import SPLITS, TABLE_SCHEMA
 from ops.artifact_dir import ArtifactDir
 from ops.config_schema import check
 from ops.manifest import StageCounts
 from ops.stage import StageContext, StageOutcome, StageSpec
 
-SPLITS = ("train", "eval")
-TABLE_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("split", pa.string()),
-        ("image_path", pa.string()),
-        ("caption", pa.string()),
-        ("dense_caption", pa.string()),
-        ("num_objects", pa.int32()),
-        ("background", pa.string()),
-        # The second language's captions (rich scenes only; null otherwise): scored, never trained on.
-        ("family", pa.int64()),  # scenes sharing their top half (rich); each basic scene is its own
-        ("paraphrase", pa.string()),  # the dense caption reworded and reordered: CRA's other caption
-        ("caption_l2", pa.string()),
-        ("dense_caption_l2", pa.string()),
-    ]
-)
 DETAILS = ("basic", "rich")
 
 
@@ -156,25 +139,6 @@ def _rich_row(config: ScenesConfig, split: str, index: int, key: str):
         "dense_caption_l2": second_language.l2_dense_caption(scene),
     }
     return row, rich_scenes.render_rich_scene(scene, config.image_size_px)
-
-
-def read_scene_table(artifact: ArtifactDir, split: str | None = None) -> pa.Table:
-    """All rows of a completed scenes artifact (or one split), in key order."""
-    names = [n for n in artifact.list("tables") if n.endswith(".parquet") and ".tmp-" not in n]
-    if split is not None:
-        names = [n for n in names if n.startswith(f"{split}-")]
-    tables = []
-    for name in names:
-        with artifact.open(f"tables/{name}") as handle:
-            tables.append(pq.read_table(handle))
-    if not tables:
-        return TABLE_SCHEMA.empty_table()
-    return pa.concat_tables(tables).sort_by("key")
-
-
-def held_out_captions(artifact: ArtifactDir) -> frozenset[str]:
-    """The held-out (eval) scenes' dense captions: what no corpus or training may show."""
-    return frozenset(read_scene_table(artifact, split="eval").column("dense_caption").to_pylist())
 
 
 def run_scenes(config: ScenesConfig, ctx: StageContext) -> StageOutcome:

@@ -60,7 +60,7 @@ def _curves_png(history: list[tuple[int, dict[str, float]]]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipelines.evaluate.report import png_bytes
+    from ops.plots import png_bytes
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
     left.plot([s for s, _ in history], [m["train_loss"] for _, m in history], lw=0.8)
@@ -77,7 +77,7 @@ def run_lm_pretrain(config: LmPretrainConfig, ctx: StageContext) -> StageOutcome
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from demo.lm_corpus import CorpusStats, documents
-    from demo.scenes.stage import held_out_captions
+    from demo.scenes.table import held_out_captions
     from experiments.lm_pretrain.loop import PretrainSettings, batches, mean_loss, packed_blocks, pretrain
 
     started = time.perf_counter()

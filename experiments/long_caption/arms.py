@@ -22,7 +22,6 @@ from ops.clip_loss import clip_loss
 from ops.retrieval_metrics import image_text_recalls, top1_hits
 from pipelines.train_vision.loop import VisionLoopSettings, build_optimizer
 
-ARMS = ("llm2clip", "base_llm", "clip_77", "clip_long")
 TEXT_TOWER_ARMS = ("clip_77", "clip_long")
 KS = (1, 5)
 

@@ -154,7 +154,7 @@ def length_plot(curves: dict[str, list[dict]], context: int) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipelines.evaluate.report import png_bytes
+    from ops.plots import png_bytes
 
     figure, axis = plt.subplots(figsize=(6, 3.5))
     for arm, curve in curves.items():
@@ -177,7 +177,7 @@ def recall_plot(summary) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipelines.evaluate.report import png_bytes
+    from ops.plots import png_bytes
 
     columns = [
         c

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import html as html_lib
-import io
 
 import torch
+
+from ops.plots import png_bytes
 
 KS = (1, 5, 10)
 
@@ -51,16 +52,6 @@ def tables(results: dict[str, dict[str, float]], title: str) -> tuple[str, str]:
         html.append("</table>")
     html.append("</body></html>")
     return "\n".join(markdown), "\n".join(html)
-
-
-def png_bytes(figure) -> bytes:
-    """The figure as PNG bytes; closes it."""
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
 
 
 def recall_bars_png(results: dict[str, dict[str, float]]) -> bytes | None:

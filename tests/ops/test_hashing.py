@@ -46,7 +46,7 @@ def test_flatten_gives_dotted_keys():
 def test_where_the_work_runs_is_not_part_of_the_key():
     """A recipe moved to a cluster (img2dataset's ray distributor, Ray Train workers spread over nodes)
     reuses what a single-machine run already computed; what changes results still changes the key."""
-    from pipelines.download.stage import DownloadConfig
+    from pipelines.download.config import DownloadConfig
     from pipelines.finetune_text.config import FinetuneTextConfig
     from pipelines.train_vision.config import TrainVisionConfig
 

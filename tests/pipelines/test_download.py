@@ -26,7 +26,8 @@ from ops.artifact_dir import ArtifactDir
 from ops.loopback_http import LoopbackFileServer
 from ops.stage import StageContext
 from ops.url_table import UrlTableError
-from pipelines.download.stage import DownloadConfig, UrlSource, run_download
+from pipelines.download.config import DownloadConfig, UrlSource
+from pipelines.download.stage import run_download
 from tests.conftest import REPO_ROOT
 from tests.waiting import processes_matching, wait_until
 

@@ -61,7 +61,7 @@ def test_demo_sidecars_match_image_keys_and_the_encoder(demo_root):
             assert torch.allclose(torch.from_numpy(stored), expected, atol=2e-3), field
 
 
-def _write_shard(path: Path, start: int, count: int, drop_dense: set[int]) -> None:
+def write_shard(path: Path, start: int, count: int, drop_dense: set[int]) -> None:
     with tarfile.open(path, "w") as tar:
         for i in range(start, start + count):
             words = " ".join(["red circle", "blue square", "green star"][: 1 + i % 3] * (1 + i % 5))
@@ -102,7 +102,7 @@ def test_cli_resumes_after_a_kill_without_gaps_or_duplicates(
     shards = tmp_path / "shards"
     shards.mkdir()
     for shard in range(6):
-        _write_shard(shards / f"{shard:05d}.tar", shard * 48, 48, drop_dense={5, 100})
+        write_shard(shards / f"{shard:05d}.tar", shard * 48, 48, drop_dense={5, 100})
     output = tmp_path / "embeddings"
     encoder = _only_complete(demo_root, "finetune_text") / "encoder"
     command = [

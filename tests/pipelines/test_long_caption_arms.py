@@ -80,7 +80,7 @@ def test_text_towers_encode_short_and_long_captions_apart_as_if_each_stood_alone
 
 
 def test_runs_as_ray_tasks_equal_runs_in_this_process_in_seed_then_arm_order(tiny_setup, ray_session):
-    from experiments.long_caption.arms import ARMS
+    from experiments.long_caption.config import ARMS
     from experiments.long_caption.runs import LONGEST_FIRST, run_arms_on_ray
 
     assert sorted(LONGEST_FIRST) == sorted(ARMS)

@@ -92,7 +92,7 @@ def _jpeg(index: int) -> bytes:
     return buffer.getvalue()
 
 
-def _write_shard(path: Path, samples: list[tuple[str, bytes]]) -> None:
+def write_shard(path: Path, samples: list[tuple[str, bytes]]) -> None:
     with tarfile.open(path, "w") as tar:
         for key, jpg in samples:
             for ext, data in (("jpg", jpg), ("txt", f"caption {key}".encode()), ("json", b'{"k": 1}')):
@@ -123,11 +123,11 @@ def test_standalone_cli_survives_a_kill_and_keeps_a_corrupt_image_as_a_rejection
 ):
     shards = tmp_path / "shards"
     shards.mkdir()
-    _write_shard(
+    write_shard(
         shards / "00000.tar", [*((f"a{i}", _jpeg(i)) for i in range(5)), ("a_bad", b"\xff\xd8 broken")]
     )
     for shard in range(1, 6):
-        _write_shard(
+        write_shard(
             shards / f"{shard:05d}.tar", [(f"s{shard}_{i}", _jpeg(100 * shard + i)) for i in range(6)]
         )
     output = tmp_path / "captions"

@@ -18,9 +18,12 @@ from ops.loopback_http import LoopbackFileServer
 from ops.stage import StageContext
 from ops.url_table import UrlTableError
 from ops.webdataset_io import ShardReadError, count_samples, iter_samples
-from pipelines.download.stage import DownloadConfig, run_download
-from pipelines.embed.stage import EmbedConfig, shard_captions
-from pipelines.recaption.stage import RecaptionConfig, _classify, _ShardRows
+from pipelines.download.config import DownloadConfig
+from pipelines.download.stage import run_download
+from pipelines.embed.config import EmbedConfig
+from pipelines.embed.embedder import shard_captions
+from pipelines.recaption.config import RecaptionConfig
+from pipelines.recaption.shards import ShardRows, classify
 from pipelines.train_vision.data import joined_samples
 from tests.reliability import corpus
 from workflows.recipe import load_recipe
@@ -142,7 +145,7 @@ def test_truncated_shard_fails_naming_the_shard(tmp_path, where, got):
     with pytest.raises(ShardReadError, match=r"00007\.tar"):
         count_samples(LOCAL, str(shard))
     with pytest.raises(ShardReadError) as err:  # the stages' own readers say the same
-        _ShardRows(str(tmp_path))({"tar_path": str(shard)})
+        ShardRows(str(tmp_path))({"tar_path": str(shard)})
     got(f"error: {err.value}")
 
 
@@ -154,8 +157,8 @@ def test_repeated_keys_keep_the_first_and_are_counted_everywhere(tmp_path, got):
     assert samples[0]["txt"] == b"first k1"
     assert count_samples(LOCAL, str(shard)) == 5  # every image member is an input
 
-    rows = _ShardRows(str(tmp_path))({"tar_path": str(shard)})
-    reasons = [_classify({**r, "decode_error": r["input_error"]}, RecaptionConfig())[0] for r in rows]
+    rows = ShardRows(str(tmp_path))({"tar_path": str(shard)})
+    reasons = [classify({**r, "decode_error": r["input_error"]}, RecaptionConfig())[0] for r in rows]
     assert len(rows) == 5 and reasons.count("duplicate_key") == 2
 
     embed_dups: list[str] = []

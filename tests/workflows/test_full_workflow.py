@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from demo.scenes.stage import read_scene_table
+from demo.scenes.table import read_scene_table
 from ops.artifact_dir import ArtifactDir
 from tests.conftest import SMALL_DEMO, run_workflow
 

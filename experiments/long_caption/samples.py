@@ -1,0 +1,125 @@
+"""The experiment's data: samples read from the download stage's shards, the validation split carved by
+family, captions encoded once by the three LLMs (and tokenized for the text towers), and the LLMs' CRA."""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+
+import torch
+
+from experiments.long_caption.config import LongCaptionExperimentConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    jpg: bytes
+    short: str
+    long: str
+    l2: str | None  # the second language's dense caption (rich scenes)
+    paraphrase: str | None  # the dense caption reworded (rich scenes): CRA's query
+    family: str  # scenes sharing a top half; validation is carved by family
+
+
+def read_samples(shards_uri: str, config: LongCaptionExperimentConfig):
+    """(train, held_out, rejected): Samples by split, and the samples that cannot take part, with the
+    reason."""
+    from ops.captioned_shards import ORIGINAL, caption_of, iter_shard_folder
+
+    train, held_out, rejected = [], [], []
+    for tar_path, sample in iter_shard_folder(shards_uri):
+        meta = sample.get("json") or {}
+        long = caption_of(sample, config.dense_caption_field)
+        lacking = [part for part in ("jpg", "txt") if part not in sample]
+        lacking += [] if long else ["dense_caption"]
+        if lacking:
+            rejected.append(
+                {"key": sample["key"], "reason": f"missing_{'_and_'.join(lacking)}", "shard": tar_path}
+            )
+            continue
+        family = meta.get("family")
+        row = Sample(
+            jpg=sample["jpg"],
+            short=caption_of(sample, ORIGINAL) or "",
+            long=long,
+            l2=meta.get("dense_caption_l2"),
+            paraphrase=meta.get("paraphrase"),
+            family=str(family if family is not None else meta.get("scene_key", sample["key"])),
+        )
+        (held_out if meta.get("split") == config.eval_split_value else train).append(row)
+    return train, held_out, rejected
+
+
+def split_validation(train: list[Sample], share: float) -> tuple[list[Sample], list[Sample]]:
+    """(fit, validation): whole families by a hash of their id, so no sibling of a validation scene
+    is trained on."""
+    if share == 0:
+        return train, []
+    chosen = [s for s in train if zlib.crc32(s.family.encode()) % 10_000 < share * 10_000]
+    return [s for s in train if s not in chosen], chosen
+
+
+def captioned(samples: list[Sample], transform, encoders, tokenizer, config):
+    from experiments.long_caption.arms import TEXT_TOWER_ARMS, CaptionedImages
+    from models.text_tower_clip import tokenize_for_clip
+    from ops.image_transforms import decode_rgb, eval_transform
+
+    pixels = torch.stack([eval_transform(decode_rgb(s.jpg), transform) for s in samples])
+    texts = {"short": [s.short for s in samples], "long": [s.long for s in samples]}
+    if all(s.l2 for s in samples):
+        texts["l2"] = [s.l2 for s in samples]
+    features, tokens, cut = {}, {}, {}
+    with torch.no_grad():
+        for name, encoder in encoders.items():
+            features[name] = {
+                kind: encoder.encode(tokenizer, captions, batch_size=config.encode_batch_size).float()
+                for kind, captions in texts.items()
+            }
+    contexts = {"clip_77": config.clip_max_tokens, "clip_long": config.clip_long_max_tokens}
+    for arm in TEXT_TOWER_ARMS:
+        tokens[arm] = {}
+        for kind, captions in texts.items():
+            tokens[arm][kind], share = tokenize_for_clip(tokenizer, captions, contexts[arm])
+            if arm == "clip_77":
+                cut[kind] = share
+            elif share > 0:
+                raise ValueError(
+                    f"long_caption_experiment: {100 * share:.0f}% of the {kind} captions exceed "
+                    f"clip_long_max_tokens={config.clip_long_max_tokens}; raise it"
+                )
+    return CaptionedImages(pixels, features, tokens), cut
+
+
+def llm_cra(encoders, tokenizer, samples: list[Sample], config) -> dict[str, float]:
+    """CRA of each LLM on the held-out scenes: each query caption (the paraphrase where the scenes have
+    one, else the short caption) must retrieve its own dense caption among all of them."""
+    from ops.retrieval_metrics import caption_retrieval_accuracy
+
+    queries = [s.paraphrase or s.short for s in samples]
+    keys = [s.long for s in samples]
+    scores = {}
+    with torch.no_grad():
+        for name, encoder in encoders.items():
+            first = encoder.encode(tokenizer, queries, batch_size=config.encode_batch_size).float()
+            second = encoder.encode(tokenizer, keys, batch_size=config.encode_batch_size).float()
+            scores[f"cra_{name}"] = caption_retrieval_accuracy(first, second)
+    return scores
+
+
+def load_encoders(tuned_uri: str, base_uri: str, random_uri: str):
+    """The fine-tuned encoder; the base LLM it was tuned from and tiny_models' random-init LLM, pooled
+    the same way (same encoder settings)."""
+    from transformers import AutoModel
+
+    from models.text_encoder import LLMTextEncoder
+    from models.text_encoder_io import load_text_encoder
+    from ops.artifact_dir import ArtifactDir
+
+    with ArtifactDir(tuned_uri).local_copy("") as folder:
+        tuned, tokenizer = load_text_encoder(folder)
+    encoders = {"finetuned": tuned.eval()}
+    for name, uri in (("base", base_uri), ("random_init", random_uri)):
+        with ArtifactDir(uri).local_copy("") as folder:
+            backbone = AutoModel.from_pretrained(folder, use_safetensors=True)
+        encoders[name] = LLMTextEncoder(backbone.eval(), tuned.config)
+    return encoders, tokenizer

@@ -1,0 +1,139 @@
+"""download's settings: the url tables (one, or several sources), the img2dataset options and what a row must
+have, as the recipe's `download:` section holds them."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from ops.config_schema import check
+from ops.hashing import NOT_IN_KEY
+
+SHARDS_DIR = "shards"
+INPUT_TABLE = "input/urls.parquet"
+# img2dataset's defaults: images whose X-Robots-Tag carries one of these are not downloaded.
+OPT_OUT_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
+SCENE_COLUMNS = ("scene_key", "split", "dense_caption")
+# Rich scenes' extra captions (a paraphrase of the dense caption, the second language's captions), kept in
+# each sample's json when the scenes have them; basic scenes (the demo) have none and add no column.
+RICH_SCENE_COLUMNS = ("family", "paraphrase", "caption_l2", "dense_caption_l2")
+# img2dataset writes these itself and refuses them as extra columns.
+RESERVED_COLUMNS = (
+    "key",
+    "caption",
+    "url",
+    "width",
+    "height",
+    "original_width",
+    "original_height",
+    "status",
+    "error_message",
+    "exif",
+    "md5",
+    "sha256",
+    "sha512",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class UrlSource:
+    """One url table of a dataset made of several (CC3M + CC12M): each keeps its own format and columns."""
+
+    name: str  # saved in every sample's json as "source"
+    url_list: str
+    input_format: Literal["auto", "parquet", "csv", "tsv", "jsonl"] = "auto"
+    column_names: tuple[str, ...] = ()
+    url_col: str = "url"
+    caption_col: str | None = "caption"
+    num_samples: int | None = None  # first N rows of this table; null for all
+
+    def __post_init__(self):
+        check(self.name != "", "name", "a source name", self.name)
+        check(self.url_list != "", "url_list", "a url table path", self.url_list)
+        check(
+            self.num_samples is None or self.num_samples > 0,
+            "num_samples",
+            "a positive count",
+            self.num_samples,
+        )
+        if self.column_names:
+            check(
+                self.url_col in self.column_names,
+                "column_names",
+                f"a list naming url_col {self.url_col!r}",
+                self.column_names,
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadConfig:
+    # Url table: a parquet/csv/tsv/jsonl file or folder (path or fsspec URI). Empty: serve the scenes
+    # stage's images over loopback HTTP (the CPU demo).
+    url_list: str = ""
+    input_format: Literal["auto", "parquet", "csv", "tsv", "jsonl"] = "auto"
+    column_names: tuple[str, ...] = ()  # for csv/tsv without a header row, e.g. [caption, url] for CC3M
+    url_col: str = "url"
+    caption_col: str | None = "caption"  # saved as {key}.txt; null for none
+    extra_columns: tuple[str, ...] = ()  # saved into {key}.json, e.g. a provided recaption column
+    num_samples: int | None = None  # first N rows of the table (dataset subsets); null for all
+    image_size_px: int = 256  # target side, in pixels
+    resize_mode: Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"] = "border"
+    encode_quality: int = 95  # JPEG quality
+    samples_per_shard: int = 10_000
+    processes_count: int = 1  # img2dataset worker processes (per node with distributor ray)
+    thread_count: int = 64  # download threads per process
+    # multiprocessing: this machine's processes; ray: img2dataset's Ray distributor, one task per shard
+    # across the cluster. Not part of the key: both write the same shards.
+    distributor: Literal["multiprocessing", "ray"] = dataclasses.field(
+        default="multiprocessing", metadata=NOT_IN_KEY
+    )
+    timeout_s: int = 10  # per request
+    retries: int = 0
+    max_image_area_px: int | None = None  # larger images are rejected (failed_to_resize); null: no limit
+    # Honour publishers' opt-out: X-Robots-Tag directives that forbid use. Empty list turns it off.
+    disallowed_header_directives: tuple[str, ...] = OPT_OUT_DIRECTIVES
+    user_agent_token: str | None = None  # appended to the User-Agent so sites can identify the crawler
+    # Several url tables downloaded as one dataset, in this order (instead of url_list); each sample's
+    # json says which it came from. extra_columns must then exist in every source.
+    sources: tuple[UrlSource, ...] = ()
+
+    def __post_init__(self):
+        check(not (self.sources and self.url_list), "sources", "either sources or url_list, not both", "both")
+        names = [source.name for source in self.sources]
+        check(len(names) == len(set(names)), "sources", "distinct source names", names)
+        if self.sources:
+            check(
+                "source" not in self.extra_columns,
+                "extra_columns",
+                "no 'source' (sources write it)",
+                self.extra_columns,
+            )
+        check(self.url_col != "", "url_col", "a column name", self.url_col)
+        check(
+            self.num_samples is None or self.num_samples > 0,
+            "num_samples",
+            "a positive count",
+            self.num_samples,
+        )
+        check(self.image_size_px > 0, "image_size_px", "a positive number of pixels", self.image_size_px)
+        check(1 <= self.encode_quality <= 100, "encode_quality", "1..100", self.encode_quality)
+        check(self.samples_per_shard > 0, "samples_per_shard", "a positive count", self.samples_per_shard)
+        check(self.processes_count > 0, "processes_count", "a positive count", self.processes_count)
+        check(self.thread_count > 0, "thread_count", "a positive count", self.thread_count)
+        check(self.timeout_s > 0, "timeout_s", "a positive number of seconds", self.timeout_s)
+        check(self.retries >= 0, "retries", "zero or more", self.retries)
+        area = self.max_image_area_px
+        check(area is None or area > 0, "max_image_area_px", "a positive pixel count or null", area)
+        reserved = sorted(set(self.extra_columns) & set(RESERVED_COLUMNS))
+        check(not reserved, "extra_columns", "no column img2dataset writes itself (rename it)", reserved)
+        if self.column_names:
+            check(
+                self.url_col in self.column_names,
+                "column_names",
+                f"a list naming url_col {self.url_col!r}",
+                self.column_names,
+            )
+
+
+def download_inputs(config: DownloadConfig) -> tuple[str, ...]:
+    return () if config.url_list or config.sources else ("scenes",)

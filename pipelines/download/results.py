@@ -1,0 +1,106 @@
+"""What img2dataset left behind, reconciled: per-shard stats, the rejected rows with their reasons, and the
+stage's counts and metrics."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ops.artifact_dir import ArtifactDir
+from ops.manifest import StageCounts, count_reasons
+from ops.stage import StageContext, StageOutcome
+from pipelines.download.config import SCENE_COLUMNS, SHARDS_DIR
+
+
+def shard_stats(artifact: ArtifactDir) -> dict[int, dict]:
+    names = [n for n in artifact.list(SHARDS_DIR) if n.endswith("_stats.json")]
+    return {int(n.split("_")[0]): artifact.read_json(f"{SHARDS_DIR}/{n}") for n in names}
+
+
+def collect_rejected(artifact: ArtifactDir, shard_ids: list[int]) -> pa.Table:
+    """Rows img2dataset did not turn into samples, from its per-shard status parquet, with a reason."""
+    parts = []
+    for shard in shard_ids:
+        with artifact.open(f"{SHARDS_DIR}/{shard:05d}.parquet") as handle:
+            rows = pq.read_table(handle)
+        failed = rows.filter(pc.not_equal(rows.column("status"), "success"))
+        if failed.num_rows:
+            keep = [c for c in ("key", "url", "caption", *SCENE_COLUMNS) if c in failed.column_names]
+            failed = failed.select([*dict.fromkeys([*keep, "status", "error_message"])])
+            parts.append(failed.append_column("shard", pa.array([shard] * failed.num_rows, pa.int32())))
+    if not parts:
+        return pa.table({"key": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
+    table = pa.concat_tables(parts, promote_options="permissive")
+    reasons = [
+        rejection_reason(s, m)
+        for s, m in zip(table["status"].to_pylist(), table["error_message"].to_pylist())
+    ]
+    return table.append_column("reason", pa.array(reasons, pa.string()))
+
+
+def rejection_reason(status: str, error_message: str | None) -> str:
+    """img2dataset's status, with publisher opt-outs told apart from dead links."""
+    if error_message and "X-Robots-Tag" in error_message:
+        return "opted_out"
+    return status
+
+
+def summarize_download(
+    artifact: ArtifactDir,
+    num_rows: int,
+    screened_out: pa.Table,
+    num_shards: int,
+    done_before: set[int],
+    elapsed_s: float,
+    ctx: StageContext,
+) -> StageOutcome:
+    """Reconcile img2dataset's shard stats with the input table (num_rows rows, of which screened_out
+    never reached img2dataset), write the rejected sink, log metrics."""
+    stats = shard_stats(artifact)
+    missing = sorted(set(range(num_shards)) - set(stats))
+    if missing:
+        raise RuntimeError(f"download: shards {missing[:10]} have no stats file; rerun to finish them")
+    count = sum(s["count"] for s in stats.values())
+    successes = sum(s["successes"] for s in stats.values())
+    if count + screened_out.num_rows != num_rows:
+        raise RuntimeError(
+            f"download: shards account for {count} rows and {screened_out.num_rows} were screened out, "
+            f"the url table has {num_rows}"
+        )
+    rejected = collect_rejected(artifact, sorted(stats))
+    if screened_out.num_rows:
+        rejected = pa.concat_tables([screened_out, rejected], promote_options="permissive")
+    artifact.write_parquet_atomic("rejected.parquet", rejected)
+    by_reason = count_reasons(rejected.column("reason").to_pylist())
+
+    for shard, s in sorted(stats.items()):
+        ctx.log_metrics(
+            {"shard_success_rate": s["successes"] / max(s["count"], 1), "shard_duration_s": s["duration"]},
+            shard,
+        )
+    new_successes = sum(s["successes"] for shard, s in stats.items() if shard not in done_before)
+    metrics = {
+        "num_shards": float(num_shards),
+        "num_shards_resumed": float(len(done_before)),
+        "success_rate": successes / max(count, 1),
+        "failed_to_download": float(sum(s["failed_to_download"] for s in stats.values())),
+        "failed_to_resize": float(sum(s["failed_to_resize"] for s in stats.values())),
+        "images_per_s": new_successes / max(elapsed_s, 1e-9),
+    }
+    counts = StageCounts(
+        num_in=num_rows, num_out=successes, num_rejected=num_rows - successes, rejected_by_reason=by_reason
+    )
+    shards = [
+        {
+            "shard": shard,
+            "count": s["count"],
+            "successes": s["successes"],
+            "failed_to_download": s["failed_to_download"],
+            "failed_to_resize": s["failed_to_resize"],
+            "duration_s": round(s["duration"], 3),
+            "resumed": shard in done_before,
+        }
+        for shard, s in sorted(stats.items())
+    ]
+    return StageOutcome(counts=counts, metrics=metrics, details={"shards": shards})

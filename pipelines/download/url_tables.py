@@ -1,0 +1,50 @@
+"""The table img2dataset reads: every source's rows under common column names, or the demo's scenes served
+over loopback HTTP."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from ops.artifact_dir import ArtifactDir
+from ops.loopback_http import LoopbackFileServer
+from ops.url_table import read_url_table
+from pipelines.download.config import RICH_SCENE_COLUMNS, DownloadConfig
+
+
+def sources_url_table(config: DownloadConfig) -> pa.Table:
+    """Every source's rows under the common names url/caption, with a source column, concatenated."""
+    parts = []
+    for source in config.sources:
+        table = read_url_table(
+            source.url_list,
+            input_format=source.input_format,
+            url_col=source.url_col,
+            caption_col=source.caption_col,
+            extra_columns=config.extra_columns,
+            column_names=source.column_names,
+            num_samples=source.num_samples,
+        )
+        captions = (
+            table.column(source.caption_col) if source.caption_col else pa.nulls(table.num_rows, pa.string())
+        )
+        columns = {"url": table.column(source.url_col), "caption": captions}
+        columns.update({c: table.column(c) for c in config.extra_columns})
+        columns["source"] = pa.array([source.name] * table.num_rows, pa.string())
+        parts.append(pa.table(columns))
+    table = pa.concat_tables(parts)
+    return table.slice(0, config.num_samples) if config.num_samples is not None else table
+
+
+def scenes_url_table(scenes: ArtifactDir, server: LoopbackFileServer, config: DownloadConfig) -> pa.Table:
+    from demo.scenes.table import read_scene_table
+
+    table = read_scene_table(scenes)
+    if config.num_samples is not None:
+        table = table.slice(0, config.num_samples)
+    urls = pa.array([server.url_for(p) for p in table.column("image_path").to_pylist()], pa.string())
+    columns = {"url": urls, "caption": table.column("caption")}
+    columns.update({"scene_key": table.column("key"), "split": table.column("split")})
+    columns["dense_caption"] = table.column("dense_caption")
+    if table.column("paraphrase").null_count < table.num_rows:
+        columns.update({name: table.column(name) for name in RICH_SCENE_COLUMNS})
+    return pa.table(columns)

@@ -1,0 +1,68 @@
+"""embed's settings: which captions, which encoder, batch shape and Ray Data actors, as the recipe's `embed:`
+section holds them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ops.config_schema import check, check_model_reference
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedConfig:
+    encoder: str = ""  # a text-encoder folder (path or URI); "" = the finetune_text stage's encoder
+    # Caption fields to embed: "original" is the sample's txt, "dense" comes from dense_caption_source,
+    # any other name is a field of the sample's json.
+    caption_fields: tuple[str, ...] = ("original", "dense")
+    dense_caption_source: str = "column"  # column | recaption
+    dense_caption_column: str = "dense_caption"
+    dtype: str = "float16"  # sidecar storage: float16 | float32
+    batch_size: int = 128  # captions per encoder forward
+    length_bucketing: bool = True  # sort a shard's captions by token length before batching
+    num_actors: int = 1  # encoder replicas (Ray Data actors)
+    use_gpu: bool = False
+    num_cpus_per_actor: float = 1.0
+    bf16: bool = True  # autocast on GPU
+    export_reference_layout: bool = False  # also write reference/{shard}_text_embeddings.tar
+    # Member names in the reference layout (its loader reads "shortsv_captions" and "longsv_captions").
+    reference_field_names: dict[str, str] = dataclasses.field(
+        default_factory=lambda: {"original": "shortsv_captions", "dense": "longsv_captions"}
+    )
+    trust_remote_code: bool = False
+
+    def __post_init__(self):
+        check_model_reference(self.encoder, "encoder")
+        check(len(self.caption_fields) > 0, "caption_fields", "at least one field", self.caption_fields)
+        check(
+            len(set(self.caption_fields)) == len(self.caption_fields),
+            "caption_fields",
+            "distinct names",
+            self.caption_fields,
+        )
+        check(
+            self.dense_caption_source in ("column", "recaption"),
+            "dense_caption_source",
+            "column or recaption",
+            self.dense_caption_source,
+        )
+        check(self.dtype in ("float16", "float32"), "dtype", "float16 or float32", self.dtype)
+        check(self.batch_size > 0, "batch_size", "a positive count", self.batch_size)
+        check(self.num_actors > 0, "num_actors", "a positive count", self.num_actors)
+        check(self.num_cpus_per_actor > 0, "num_cpus_per_actor", "a positive number", self.num_cpus_per_actor)
+        if self.export_reference_layout:
+            unnamed = [f for f in self.caption_fields if f not in self.reference_field_names]
+            check(
+                not unnamed,
+                "reference_field_names",
+                f"a name for every caption field (missing {unnamed})",
+                "",
+            )
+
+
+def embed_inputs(config: EmbedConfig) -> tuple[str, ...]:
+    needed = ["download"]
+    if "dense" in config.caption_fields and config.dense_caption_source == "recaption":
+        needed.append("recaption")
+    if not config.encoder:
+        needed.append("finetune_text")
+    return tuple(needed)
