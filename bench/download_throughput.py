@@ -28,7 +28,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from demo.scenes import basic as scenes  # noqa: E402
+from demo import basic_scenes as scenes  # noqa: E402
 from ops.artifact_dir import ArtifactDir  # noqa: E402
 from ops.loopback_http import LoopbackFileServer  # noqa: E402
 from ops.stage import StageContext  # noqa: E402

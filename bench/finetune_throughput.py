@@ -29,7 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def build_inputs(work: Path, num_pairs: int):
     import pyarrow as pa
 
-    from demo.scenes import basic as scenes
+    from demo import basic_scenes as scenes
     from models.tiny_factory import build_tiny_llm, train_scene_tokenizer
     from models.tiny_specs import TinyLlmSpec
 

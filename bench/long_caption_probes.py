@@ -30,7 +30,7 @@ import torch
 def _vision(args) -> None:
     from transformers import AutoTokenizer
 
-    from demo.scenes import rich as rich_scenes
+    from demo import rich_scenes
     from experiments.long_caption.arms import ArmSettings, build_arm, evaluate_arm, train_arm
     from experiments.long_caption.config import LongCaptionExperimentConfig
     from experiments.long_caption.samples import Sample, captioned

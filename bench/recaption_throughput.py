@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def build_inputs(work: Path, num_images: int) -> tuple[Path, Path, list]:
     from PIL import Image
 
-    from demo.scenes import basic as scenes
+    from demo import basic_scenes as scenes
     from models.tiny_factory import build_tiny_captioner, train_scene_tokenizer
     from models.tiny_specs import TinyLlmSpec, TinyVisionSpec
 

@@ -30,7 +30,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def build_inputs(work: Path, num_images: int, per_shard: int):
-    from demo.scenes import basic as scenes
+    from demo import basic_scenes as scenes
     from models.text_encoder import LLMTextEncoder, TextEncoderConfig
     from models.text_encoder_io import save_text_encoder
     from models.tiny_factory import build_tiny_llm, build_tiny_vision_tower, train_scene_tokenizer

@@ -3,7 +3,7 @@
 A deterministic stream of documents, each drawn from one of four kinds:
   english   rich-scene descriptions in varied phrasings and object orders (not the dense captions' one
             fixed wording)
-  l2        the same kind of scenes described in the second language (demo/scenes/second_language.py)
+  l2        the same kind of scenes described in the second language (demo/second_language.py)
   parallel  English sentences each followed by its translation
   general   text that is not about scenes: arithmetic, counting, facts, short stories
 so that the model is a language model of a small world, not a caption model. Its scenes come from a
@@ -17,8 +17,8 @@ import dataclasses
 import random
 from collections.abc import Iterator
 
-from demo.scenes.basic import BACKGROUNDS, COLORS
-from demo.scenes.rich import (
+from demo.basic_scenes import BACKGROUNDS, COLORS
+from demo.rich_scenes import (
     COUNT_WORDS,
     ENGLISH,
     FUNCTION_WORDS,
@@ -37,7 +37,7 @@ from demo.scenes.rich import (
     rich_vocabulary,
     sample_rich_scene,
 )
-from demo.scenes.second_language import (
+from demo.second_language import (
     L2,
     l2_vocabulary,
 )

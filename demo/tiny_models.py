@@ -15,7 +15,7 @@ import itertools
 import json
 import time
 
-from demo.scenes.basic import vocabulary_corpus
+from demo.basic_scenes import vocabulary_corpus
 from demo.scenes.table import held_out_captions, read_scene_table
 from models.tiny_specs import TinyLlmSpec, TinyVisionSpec
 from ops.config_schema import check

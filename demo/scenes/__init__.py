@@ -1,10 +1,7 @@
-"""Synthetic scenes: the generators (basic, rich, second_language), their table (table.py) and the
-scenes stage. STAGE loads on first use, so the generators import without Ray."""
+"""The scenes stage (STAGE): generated images with short, dense and second-language captions, and the
+table the other stages read (table.py). The generators it draws with are demo/basic_scenes.py,
+demo/rich_scenes.py and demo/second_language.py."""
 
+from demo.scenes.stage import STAGE
 
-def __getattr__(name: str):
-    if name == "STAGE":
-        from demo.scenes.stage import STAGE
-
-        return STAGE
-    raise AttributeError(name)
+__all__ = ["STAGE"]

@@ -18,11 +18,10 @@ import time
 import pyarrow as pa
 import ray
 
+from demo import basic_scenes as scenes
+from demo import rich_scenes, second_language
 from demo.lm_corpus import english_description
 from demo.ray_progress import wait_with_progress
-from demo.scenes import basic as scenes
-from demo.scenes import rich as rich_scenes
-from demo.scenes import second_language
 from demo.scenes.table import SPLITS, TABLE_SCHEMA
 from ops.artifact_dir import ArtifactDir
 from ops.config_schema import check
@@ -40,7 +39,7 @@ class ScenesConfig:
     image_size_px: int = 96  # side of the square images, in pixels
     max_objects: int = 4  # basic scenes: objects per scene are drawn from 1..max_objects
     # basic: a 3x3 grid, short dense captions (the demo). rich: a 4x4 grid of 4-8 objects with fill
-    # patterns, dense captions of ~110-260 tokens, and second-language captions (demo/scenes/rich.py).
+    # patterns, dense captions of ~110-260 tokens, and second-language captions (demo/rich_scenes.py).
     detail: str = "basic"
     family_size: int = 1  # rich scenes: siblings share their top half, so only the caption's tail differs
     jpeg_quality: int = 90  # PIL JPEG quality, 1..95

@@ -5,9 +5,9 @@ lm_pretrain keep its held-out captions out of their corpora."""
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ops.artifact_dir import ArtifactDir
+from ops.image_table import read_image_table
 
 SPLITS = ("train", "eval")
 TABLE_SCHEMA = pa.schema(
@@ -30,16 +30,7 @@ TABLE_SCHEMA = pa.schema(
 
 def read_scene_table(artifact: ArtifactDir, split: str | None = None) -> pa.Table:
     """All rows of a completed scenes artifact (or one split), in key order."""
-    names = [n for n in artifact.list("tables") if n.endswith(".parquet") and ".tmp-" not in n]
-    if split is not None:
-        names = [n for n in names if n.startswith(f"{split}-")]
-    tables = []
-    for name in names:
-        with artifact.open(f"tables/{name}") as handle:
-            tables.append(pq.read_table(handle))
-    if not tables:
-        return TABLE_SCHEMA.empty_table()
-    return pa.concat_tables(tables).sort_by("key")
+    return read_image_table(artifact, split, empty=TABLE_SCHEMA)
 
 
 def held_out_captions(artifact: ArtifactDir) -> frozenset[str]:

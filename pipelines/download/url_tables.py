@@ -6,6 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from ops.artifact_dir import ArtifactDir
+from ops.image_table import read_image_table
 from ops.loopback_http import LoopbackFileServer
 from ops.url_table import read_url_table
 from pipelines.download.config import RICH_SCENE_COLUMNS, DownloadConfig
@@ -36,9 +37,7 @@ def sources_url_table(config: DownloadConfig) -> pa.Table:
 
 
 def scenes_url_table(scenes: ArtifactDir, server: LoopbackFileServer, config: DownloadConfig) -> pa.Table:
-    from demo.scenes.table import read_scene_table
-
-    table = read_scene_table(scenes)
+    table = read_image_table(scenes)
     if config.num_samples is not None:
         table = table.slice(0, config.num_samples)
     urls = pa.array([server.url_for(p) for p in table.column("image_path").to_pylist()], pa.string())

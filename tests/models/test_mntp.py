@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from demo.scenes import basic as scenes
+from demo import basic_scenes as scenes
 from models.mntp import IGNORE_INDEX, mask_for_mntp, mntp_loss, resolve_mask_token_id
 from models.text_encoder_io import LoraSpec, apply_lora
 from models.tiny_factory import build_tiny_llm, train_scene_tokenizer

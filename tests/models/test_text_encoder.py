@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from demo.scenes.basic import vocabulary_corpus
+from demo.basic_scenes import vocabulary_corpus
 from models.text_encoder import LLMTextEncoder, TextEncoderConfig, build_text_inputs
 from models.tiny_factory import build_tiny_llm, train_scene_tokenizer
 from models.tiny_specs import TinyLlmSpec

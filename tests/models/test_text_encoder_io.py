@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from demo.scenes.basic import vocabulary_corpus
+from demo.basic_scenes import vocabulary_corpus
 from models.text_encoder import LLMTextEncoder, TextEncoderConfig
 from models.text_encoder_io import LoraSpec, apply_lora, load_text_encoder, save_text_encoder
 from models.tiny_factory import build_tiny_llm, train_scene_tokenizer
@@ -40,7 +40,7 @@ def test_lora_trains_a_small_share_and_the_merged_folder_reloads_identically(tmp
 def test_gradient_checkpointing_keeps_the_lora_gradients():
     import torch
 
-    from demo.scenes.basic import vocabulary_corpus
+    from demo.basic_scenes import vocabulary_corpus
     from models.text_encoder import LLMTextEncoder, TextEncoderConfig, build_text_inputs
     from models.text_encoder_io import LoraSpec, apply_lora, enable_gradient_checkpointing
     from models.tiny_factory import build_tiny_llm, train_scene_tokenizer

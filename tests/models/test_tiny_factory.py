@@ -12,7 +12,7 @@ from transformers import (
     Idefics3ForConditionalGeneration,
 )
 
-from demo.scenes.basic import vocabulary_corpus
+from demo.basic_scenes import vocabulary_corpus
 from models.tiny_factory import IMAGE_TOKENS, build_tiny_llm, train_scene_tokenizer
 from models.tiny_specs import TinyLlmSpec, TinyVisionSpec
 from ops.config_schema import ConfigError

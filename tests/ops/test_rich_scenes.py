@@ -8,9 +8,9 @@ import random
 
 import pytest
 
+from demo import rich_scenes
 from demo.lm_corpus import KINDS, CorpusStats, LmCorpusConfig, documents, vocabulary_lines
-from demo.scenes import rich as rich_scenes
-from demo.scenes.second_language import l2_dense_caption, l2_object_sentence, l2_short_caption, lexicon
+from demo.second_language import l2_dense_caption, l2_object_sentence, l2_short_caption, lexicon
 from models.tiny_factory import train_scene_tokenizer
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import random
 
-from demo.scenes import basic as scenes
+from demo import basic_scenes as scenes
 
 
 def _scene(index: int, max_objects: int = 4) -> scenes.Scene:

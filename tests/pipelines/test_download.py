@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from demo.scenes import basic as scenes
+from demo import basic_scenes as scenes
 from ops.artifact_dir import ArtifactDir
 from ops.loopback_http import LoopbackFileServer
 from ops.stage import StageContext

@@ -8,7 +8,7 @@ import random
 import pyarrow as pa
 import torch
 
-from demo.scenes import basic as scenes
+from demo import basic_scenes as scenes
 from models.text_encoder import LLMTextEncoder, TextEncoderConfig
 from models.text_encoder_io import LoraSpec, apply_lora
 from models.tiny_factory import build_tiny_llm, train_scene_tokenizer

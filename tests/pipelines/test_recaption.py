@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from demo.scenes import basic as scenes
+from demo import basic_scenes as scenes
 from ops.webdataset_io import iter_samples, list_shards
 from tests.conftest import REPO_ROOT
 

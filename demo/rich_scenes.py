@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from PIL import Image, ImageDraw
 
-from demo.scenes.basic import BACKGROUNDS, COLORS, NUMBER_WORDS, SHAPES, SHORT_TEMPLATES
+from demo.basic_scenes import BACKGROUNDS, COLORS, NUMBER_WORDS, SHAPES, SHORT_TEMPLATES
 
 GRID = 3  # rows and columns
 PATTERNS = ("solid", "hollow")

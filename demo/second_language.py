@@ -2,7 +2,7 @@
 
 Its own vocabulary (pseudo-words drawn once from a fixed seed, one per English word) and its own word
 order: nouns before their adjectives, determiners after the noun phrase, places and relations before
-the subject's verb, verbs last. It describes the same rich scenes as demo/scenes/rich.py, sentence for
+the subject's verb, verbs last. It describes the same rich scenes as demo/rich_scenes.py, sentence for
 sentence, so every English sentence has a translation (the LM corpus's parallel lines use them). The
 language appears only in the LM-pretraining corpus; CC fine-tuning and vision training never see it.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import random
 
-from demo.scenes.rich import (
+from demo.rich_scenes import (
     COUNT_WORDS,
     ORDINALS,
     Phrasing,
@@ -94,7 +94,7 @@ L2 = Phrasing(
 
 
 def l2_short_caption(scene: RichScene, template: int) -> str:
-    """The short caption's translation (same template index as demo.scenes.rich.rich_short_caption)."""
+    """The short caption's translation (same template index as demo.rich_scenes.rich_short_caption)."""
     parts: list[str] = []
     for i, obj in enumerate(scene.objects[:2]):
         parts += [*(["and"] if i else []), obj.shape, obj.color, "a"]
