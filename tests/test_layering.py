@@ -73,10 +73,10 @@ def test_the_project_has_no_import_cycle():
             module, path = stack.pop()
             for target in graph[module]:
                 if target == start:
-                    return path + [start]
+                    return [*path, start]
                 if target not in seen:
                     seen.add(target)
-                    stack.append((target, path + [target]))
+                    stack.append((target, [*path, target]))
         return None
 
     cycles = [cycle for module in sorted(graph) if (cycle := cycle_from(module))]

@@ -1,13 +1,22 @@
 """The stages a recipe can name, as three chains: the production stages, the demo stages that stand in
-for downloads on a CPU machine, and the experiments. A recipe runs the ones it names a section for."""
+for downloads on a CPU machine, and the experiments. A recipe runs the ones it names a section for.
+
+Stage packages keep their __init__ free of imports, so that a part (a loop, a config) imports without
+the stage's own dependencies; the stages are taken from their stage.py here."""
 
 from __future__ import annotations
 
-import demo.scenes
 from demo import tiny_models
-from experiments import lm_pretrain, long_caption
+from demo.scenes import stage as scenes
+from experiments.lm_pretrain import stage as lm_pretrain
+from experiments.long_caption import stage as long_caption
 from ops.stage import StageSpec
-from pipelines import download, embed, evaluate, finetune_text, recaption, train_vision
+from pipelines.download import stage as download
+from pipelines.embed import stage as embed
+from pipelines.evaluate import stage as evaluate
+from pipelines.finetune_text import stage as finetune_text
+from pipelines.recaption import stage as recaption
+from pipelines.train_vision import stage as train_vision
 
 # The production chain: what a real run is made of.
 PRODUCTION: tuple[StageSpec, ...] = (
@@ -20,7 +29,7 @@ PRODUCTION: tuple[StageSpec, ...] = (
 )
 # Generated scenes and tiny models: the data and weights the production stages read where nothing can be
 # downloaded.
-DEMO: tuple[StageSpec, ...] = (demo.scenes.STAGE, tiny_models.STAGE)
+DEMO: tuple[StageSpec, ...] = (scenes.STAGE, tiny_models.STAGE)
 # Experiments: lm_pretrain feeds finetune_text a base LLM; long_caption_experiment reads the chain's output.
 EXPERIMENT_SOURCES: tuple[StageSpec, ...] = (lm_pretrain.STAGE,)
 EXPERIMENTS: tuple[StageSpec, ...] = (long_caption.STAGE,)

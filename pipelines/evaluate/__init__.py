@@ -1,5 +1,7 @@
-"""The evaluate stage (STAGE; see stage.py for what it reads and writes)."""
+"""The evaluate stage: retrieval on short and long captions, CRA and zero-shot, with a table and plots.
 
-from pipelines.evaluate.stage import STAGE
-
-__all__ = ["STAGE"]
+config.py      EvaluateConfig, its benchmarks and zero-shot sets (the recipe's `evaluate:` section)
+run.py         the sets loaded, images and captions encoded, scored
+report.py      the table (markdown, HTML) and the plots
+stage.py       score (also the CLI's), run_evaluate and STAGE
+"""

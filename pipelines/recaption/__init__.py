@@ -1,5 +1,8 @@
-"""The recaption stage (STAGE; see stage.py for what it reads and writes)."""
+"""The recaption stage: dense captions for every image by a VLM in vLLM, through ray.data.llm.
 
-from pipelines.recaption.stage import STAGE
-
-__all__ = ["STAGE"]
+config.py      RecaptionConfig (the recipe's `recaption:` section)
+processor.py   the Ray Data LLM processor: decode, prompt, vLLM, generated text
+shards.py      rows read per shard, the accept/reject rule, captions/ + rejected/ + markers written
+report.py      samples.html: thumbnails beside their captions
+stage.py       recaption_shards (also the CLI's), run_recaption and STAGE
+"""
