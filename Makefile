@@ -52,7 +52,7 @@ browser:
 	  else echo "chromium not found and not root: the MLflow UI test will skip"; fi; }
 
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	$(PY) -m bench.run_all
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,6 +1,6 @@
 """The demo chain submitted as a Ray job to one node vs. two nodes, both on this machine, side by side.
 
-    python bench/cluster_overhead.py [--repeats 1] [--json FILE]
+    python -m bench.cluster_overhead [--repeats 1] [--json FILE]
 
 Both layouts run exactly what the test suite's demo job runs: `ray job submit` of the small demo with its
 artifacts on an S3 server (moto, loopback) and MLflow as a tracking server, img2dataset's ray distributor
@@ -14,20 +14,14 @@ needs a second machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import re
-import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.conftest import DEMO_STAGES, ON_THE_CLUSTER, SMALL_DEMO  # noqa: E402
-from tests.ray_cluster import LocalRayCluster, job_placement  # noqa: E402
-from tests.services import MlflowTrackingServer, ObjectStoreServer  # noqa: E402
+from bench.result import REPO, default_json, machine, write_result
+from testbed.demo_run import DEMO_STAGES, ON_THE_CLUSTER, SMALL_DEMO
+from testbed.ray_cluster import LocalRayCluster, job_placement
+from testbed.services import MlflowTrackingServer, ObjectStoreServer
 
 LAYOUTS = {"one node (4 CPUs)": ((4, None),), "two nodes (2 + 2 CPUs)": ((2, None), (2, {"node2": 1}))}
 
@@ -96,7 +90,7 @@ def _head_first(node: dict) -> tuple[bool, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1, help="runs per layout, alternating layouts")
-    parser.add_argument("--json", default=str(REPO / "bench" / "results" / "cluster_overhead.json"))
+    parser.add_argument("--json", default=default_json("cluster_overhead"))
     args = parser.parse_args()
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     store = ObjectStoreServer().start()
@@ -122,10 +116,9 @@ def main() -> None:
         "rows": rows,
         "runs": runs,
         "note": "same machine for both: overhead of a second node, not speed-up",
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
+        "machine": machine(),
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
+    write_result(args.json, result)
     print(f"small demo chain as a Ray job, artifacts on S3 (moto), MLflow server; {result['machine']}")
     print(f"{'layout':<26}{'wall_s':>10}{'ratio':>10}")
     for row in rows:

@@ -1,7 +1,7 @@
 """A recipe's wall time: a cold run into an empty artifact root vs. a fully cached rerun, side by side.
 
-    python bench/demo_walltime.py [--config configs/demo.yaml] [--set KEY=VALUE ...]
-    python bench/demo_walltime.py --config configs/long_caption_experiment.yaml \
+    python -m bench.demo_walltime [--config configs/demo.yaml] [--set KEY=VALUE ...]
+    python -m bench.demo_walltime --config configs/long_caption_experiment.yaml \
         --name long_caption_walltime --target-s 900
 
 Each run is `python workflows/full.py` in a fresh process, so Ray's start and the imports are counted as a
@@ -12,16 +12,14 @@ experiment recipe under 15 minutes (issue 19).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.result import REPO, default_json, machine, write_result
+
 TARGET_S = 600.0
 
 
@@ -46,7 +44,7 @@ def main() -> None:
     parser.add_argument("--target-s", type=float, default=TARGET_S, help="cold-run target, seconds")
     parser.add_argument("--json", default=None, help="default: bench/results/<name>.json")
     args = parser.parse_args()
-    args.json = args.json or str(REPO / "bench" / "results" / f"{args.name}.json")
+    args.json = args.json or default_json(args.name)
 
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as root:
         cold_s, cold_out = timed_run(args.config, root, args.overrides)
@@ -63,10 +61,9 @@ def main() -> None:
         "cached_over_cold": round(warm_s / cold_s, 3),
         "target_cold_s": args.target_s,
         "cold_within_target": cold_s <= args.target_s,
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
+        "machine": machine(),
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
+    write_result(args.json, result)
     print(f"{args.name}: {args.config} ({', '.join(stages)}) on {result['machine']}")
     print(f"{'run':<14}{'wall_s':>10}{'ratio':>10}")
     print(f"{'cold':<14}{cold_s:>10.1f}{1.0:>10.3f}")

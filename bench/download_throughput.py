@@ -1,6 +1,6 @@
 """Download throughput: img2dataset through the stage from a loopback server vs. the local ceiling.
 
-    python bench/download_throughput.py [--num-images 512] [--source-px 256] [--target-px 64]
+    python -m bench.download_throughput [--num-images 512] [--source-px 256] [--target-px 64]
 
 The ceiling decodes, resizes and re-encodes the same files with img2dataset's own Resizer in one
 process, with no network and no shard writing: what one core can do at best. The stage row runs
@@ -12,28 +12,25 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
-import platform
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.result import default_json, machine, write_result
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from demo import basic_scenes as scenes  # noqa: E402
-from ops.artifact_dir import ArtifactDir  # noqa: E402
-from ops.loopback_http import LoopbackFileServer  # noqa: E402
-from ops.stage import StageContext  # noqa: E402
-from pipelines.download.config import DownloadConfig  # noqa: E402
-from pipelines.download.stage import run_download  # noqa: E402
+from demo import basic_scenes as scenes
+from ops.artifact_dir import ArtifactDir
+from ops.loopback_http import LoopbackFileServer
+from ops.stage import StageContext
+from pipelines.download.config import DownloadConfig
+from pipelines.download.stage import run_download
 
 
 def write_images(folder: Path, count: int, side_px: int) -> list[str]:
@@ -84,7 +81,7 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=512)
     parser.add_argument("--source-px", type=int, default=256)
     parser.add_argument("--target-px", type=int, default=64)
-    parser.add_argument("--json", default=str(REPO / "bench" / "results" / "download_throughput.json"))
+    parser.add_argument("--json", default=default_json("download_throughput"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-download-") as tmp:
         folder, work = Path(tmp) / "src", Path(tmp) / "work"
@@ -100,7 +97,7 @@ def main() -> None:
         "num_images": args.num_images,
         "source_px": args.source_px,
         "target_px": args.target_px,
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
+        "machine": machine(),
         "rows": [
             {
                 "name": n,
@@ -112,8 +109,7 @@ def main() -> None:
             for n, p, r, c in rows
         ],
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
+    write_result(args.json, result)
     print(f"\n{args.num_images} images {args.source_px}px -> {args.target_px}px on {result['machine']}")
     print(f"{'run':<32}{'images/s':>10}{'per core':>10}{'ratio':>8}")
     for n, _, r, c in rows:

@@ -1,7 +1,7 @@
 """embed throughput: the stage (Ray Data model actor, sidecar writing) against the bare encoder forward
 on the same captions and batch size, and padding waste with and without length bucketing; one run.
 
-    python bench/embed_throughput.py [--shards 8] [--per-shard 512] [--batch-size 64]
+    python -m bench.embed_throughput [--shards 8] [--per-shard 512] [--batch-size 64]
 
 A tiny Llama encoder (built here from configs) embeds each sample's original and dense caption of
 synthetic scene shards. "bare" is LLMTextEncoder.forward over the same captions in the same
@@ -14,16 +14,14 @@ import argparse
 import io
 import json
 import os
-import platform
 import random
-import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.result import default_json, machine, write_result
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -115,7 +113,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--per-shard", type=int, default=512, help="samples per shard (2 captions each)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--json", default=str(REPO / "bench" / "results" / "embed_throughput.json"))
+    parser.add_argument("--json", default=default_json("embed_throughput"))
     args = parser.parse_args()
 
     import ray
@@ -160,11 +158,10 @@ def main() -> None:
         "bench": "embed_throughput",
         "captions": count,
         "batch_size": args.batch_size,
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
+        "machine": machine(),
         "rows": rows,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
+    write_result(args.json, result)
     print(f"\n{count} captions, batch {args.batch_size}, tiny Llama encoder, {result['machine']}")
     print(f"{'run':<36}{'seconds':>9}{'capt/s':>9}{'ratio':>7}{'padding':>9}")
     for row in rows:

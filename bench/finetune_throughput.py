@@ -1,7 +1,7 @@
 """finetune_text throughput: caption pairs/s of the same loop without Ray, on Ray Train with 1 worker,
 and on Ray Train with 2 workers (CPU), side by side in one run.
 
-    python bench/finetune_throughput.py [--steps 40] [--batch-size 16] [--pairs 1024]
+    python -m bench.finetune_throughput [--steps 40] [--batch-size 16] [--pairs 1024]
 
 Same tiny Llama (built here from configs), same pairs, same LoRA. "loop" columns time the training
 steps alone (Ray Train: on rank 0's clock, checkpoints included); "wall" adds worker start-up and model
@@ -12,17 +12,14 @@ work done, and the ratio to the no-Ray loop is Ray Train's cost or gain on this 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.result import default_json, machine, write_result
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -129,7 +126,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per worker per step")
     parser.add_argument("--pairs", type=int, default=1024)
-    parser.add_argument("--json", default=str(REPO / "bench" / "results" / "finetune_throughput.json"))
+    parser.add_argument("--json", default=default_json("finetune_throughput"))
     args = parser.parse_args()
 
     import ray
@@ -164,11 +161,10 @@ def main() -> None:
         "bench": "finetune_throughput",
         "steps": args.steps,
         "batch_size_per_worker": args.batch_size,
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
+        "machine": machine(),
         "rows": rows,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
+    write_result(args.json, result)
     print(
         f"\n{args.steps} steps x {args.batch_size} pairs per worker, tiny Llama + LoRA, {result['machine']}"
     )

@@ -1,8 +1,9 @@
 """GPU part of the suite, without Ray: vision-training MFU and embed throughput at paper shapes.
 
 - vision: a CLIP ViT-L/14-336-shaped tower (from its config, random weights: nothing is downloaded) with
-  the LLM2CLIP adapter, bf16 autocast, one training step (forward, backward, AdamW) per batch; FLOPs per
-  step counted by torch's FlopCounterMode; MFU = achieved FLOP/s over the GPU's peak bf16 FLOP/s.
+  the LLM2CLIP adapter, bf16 autocast, timed through train_vision's own train_steps (the global loss,
+  clipping, AdamW with layer decay, the schedule) on one batch held on the device; FLOPs per step counted
+  by torch's FlopCounterMode; MFU = achieved FLOP/s over the GPU's peak bf16 FLOP/s.
 - embed: a Llama-3.2-1B-shaped encoder (random weights) mean-pooling ~120-token captions in bf16;
   captions/s and MFU (2 x parameters x tokens per forward).
 
@@ -13,15 +14,10 @@ at toy sizes on CPU (the code path, not a measurement).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
+import itertools
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.result import default_json, machine, write_result
 
 H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM
 
@@ -39,7 +35,7 @@ def vision_mfu(device, tiny: bool, batch: int, steps: int, peak_tflops: float) -
     from transformers import CLIPVisionConfig
 
     from models.llm2clip import LLM2CLIPConfig, LLM2CLIPModel
-    from ops.clip_loss import clip_loss
+    from pipelines.train_vision.loop import VisionLoopSettings, build_optimizer, train_steps
 
     shape = (
         {
@@ -69,27 +65,42 @@ def vision_mfu(device, tiny: bool, batch: int, steps: int, peak_tflops: float) -
         projection_dim=64 if tiny else 1280,
     )
     model = LLM2CLIPModel(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     pixels = torch.randn(batch, 3, shape["image_size"], shape["image_size"], device=device)
     features = torch.randn(batch, llm_dim, device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    # The production step (pipelines/train_vision/loop.py): the global CLIP loss with gathered features,
+    # gradient averaging and clipping, AdamW with layer decay and the warm-up + cosine schedule.
+    settings = VisionLoopSettings(
+        learning_rate=1e-5,
+        weight_decay=0.05,
+        warmup_steps=0,
+        max_steps=steps + 2,
+        max_grad_norm=5.0,
+        layer_decay=0.85,
+    )
+    optimizer, scheduler = build_optimizer(model, settings)
+    autocast = torch.bfloat16 if device.type == "cuda" else None
+    done = {"steps": 0}
 
-    def step() -> None:
-        with autocast:
-            out = model(pixel_values=pixels, llm_embeddings=features)
-            loss = clip_loss(out["image_embeds"], out["text_embeds"], out["logit_scale"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def run_steps(count: int) -> None:
+        done["steps"] = train_steps(
+            model,
+            itertools.repeat((pixels, features), count),
+            settings,
+            optimizer,
+            scheduler,
+            done["steps"],
+            lambda step, metrics: None,
+            device,
+            autocast,
+        )
 
     with FlopCounterMode(display=False) as counter:
-        step()
+        run_steps(1)
     flops = counter.get_total_flops()
-    step()
+    run_steps(1)
     _sync(device)
     began = time.perf_counter()
-    for _ in range(steps):
-        step()
+    run_steps(steps)
     _sync(device)
     seconds = (time.perf_counter() - began) / steps
     mfu = flops / seconds / (peak_tflops * 1e12)
@@ -163,25 +174,28 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--embed-batch", type=int, default=256)
     parser.add_argument("--tokens", type=int, default=120)
-    parser.add_argument("--json", default=str(REPO / "bench" / "results" / "gpu_throughput.json"))
+    parser.add_argument("--json", default=default_json("gpu_throughput"))
     args = parser.parse_args()
 
     import torch
 
-    machine = f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus"
+    described = machine()
     if args.device == "cuda" and not torch.cuda.is_available():
-        result = {"bench": "gpu_throughput", "machine": machine, "skipped": "no CUDA device on this machine"}
+        result = {
+            "bench": "gpu_throughput",
+            "machine": described,
+            "skipped": "no CUDA device on this machine",
+        }
     else:
         device = torch.device(args.device)
         if device.type == "cuda":
-            machine += f", {torch.cuda.get_device_name(device)}"
+            described += f", {torch.cuda.get_device_name(device)}"
         rows = [
             vision_mfu(device, args.tiny, args.vision_batch, args.steps, args.peak_tflops),
             embed_throughput(device, args.tiny, args.embed_batch, args.tokens, args.steps, args.peak_tflops),
         ]
-        result = {"bench": "gpu_throughput", "machine": machine, "device": args.device, "rows": rows}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
+        result = {"bench": "gpu_throughput", "machine": described, "device": args.device, "rows": rows}
+    write_result(args.json, result)
     if "skipped" in result:
         print(f"gpu_throughput: skipped ({result['skipped']})")
         return

@@ -1,9 +1,9 @@
 """Probes for tuning the long-caption experiment on validation data only (never the held-out scenes).
 
-    python bench/long_caption_probes.py vision --arms clip_77,clip_long --tokenizer LLM_FOLDER \
+    python -m bench.long_caption_probes vision --arms clip_77,clip_long --tokenizer LLM_FOLDER \
         --scenes 8192 --image-px 48 --patch-px 16 --width 128 --layers 4 --steps 3000 --lr 5e-4
-    python bench/long_caption_probes.py vision --arms llm2clip --llm FINETUNED_ENCODER_FOLDER ...
-    python bench/long_caption_probes.py cc --run ARTIFACTS --lr 1e-3 --steps 300 [--query-side random]
+    python -m bench.long_caption_probes vision --arms llm2clip --llm FINETUNED_ENCODER_FOLDER ...
+    python -m bench.long_caption_probes cc --run ARTIFACTS --lr 1e-3 --steps 300 [--query-side random]
 
 vision: can the tiny vision tower learn the rich scenes at all? Renders fresh rich scenes in memory (a
 "probe-train" stream and a "probe-val" stream, neither the scenes stage's splits), trains one arm per

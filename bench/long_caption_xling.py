@@ -1,7 +1,7 @@
 """Claim (D) of the long-caption experiment, at its source: does any of a run's LLMs (random-init,
 pretrained, CC-tuned) place a second-language caption next to its English one?
 
-    python bench/long_caption_xling.py --run ARTIFACTS [--encoder CC_ENCODER_FOLDER]
+    python -m bench.long_caption_xling --run ARTIFACTS [--encoder CC_ENCODER_FOLDER]
 
 Prints CRA from second-language dense captions to English dense captions and paraphrases, beside
 English paraphrase -> dense, among the experiment's validation families (never the held-out scenes).

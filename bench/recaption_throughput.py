@@ -1,6 +1,6 @@
 """Recaption throughput: the stage (ray.data.llm + vLLM) vs. plain vllm.LLM.chat vs. HF generate.
 
-    python bench/recaption_throughput.py [--num-images 512] [--max-tokens 32]
+    python -m bench.recaption_throughput [--num-images 512] [--max-tokens 32]
 
 Same tiny captioner (built here from configs), same images, same sampling, one run. Each row reports
 wall time with model load and the generation part alone where it can be separated; tokens/s is counted
@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
-import platform
 import random
-import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.result import default_json, machine, write_result
+
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -142,7 +139,7 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=512)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--json", default=str(REPO / "bench" / "results" / "recaption_throughput.json"))
+    parser.add_argument("--json", default=default_json("recaption_throughput"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-recaption-") as tmp:
         work = Path(tmp)
@@ -173,11 +170,10 @@ def main() -> None:
         "bench": "recaption_throughput",
         "num_images": args.num_images,
         "max_tokens": args.max_tokens,
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
+        "machine": machine(),
         "rows": rows,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
+    write_result(args.json, result)
     print(f"\n{args.num_images} images, {args.max_tokens} tokens max, tiny Idefics3, {result['machine']}")
     print(f"{'run':<36}{'wall_s':>8}{'gen_s':>8}{'img/s':>8}{'tok/s':>9}{'ratio':>7}")
     for row in rows:

@@ -15,18 +15,18 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from bench.result import REPO, machine
+from bench.summary import SuiteRow, markdown_table, metric_name, suite_rows, text_table
 
-from summary import SuiteRow, markdown_table, metric_name, suite_rows, text_table  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 EXPERIMENT = "llm2clip-bench-suite"
-# (result name, script, extra arguments); order is the table's order.
+# (result name, module of bench/, extra arguments); order is the table's order.
 BENCHES = (
-    ("demo_walltime", "demo_walltime.py", []),
+    ("demo_walltime", "demo_walltime", []),
     (
         "long_caption_walltime",
-        "demo_walltime.py",
+        "demo_walltime",
         [
             "--config",
             "configs/long_caption_experiment.yaml",
@@ -36,14 +36,14 @@ BENCHES = (
             "900",
         ],
     ),
-    ("download_throughput", "download_throughput.py", []),
-    ("recaption_throughput", "recaption_throughput.py", []),
-    ("finetune_throughput", "finetune_throughput.py", []),
-    ("embed_throughput", "embed_throughput.py", []),
-    ("vision_step_time", "vision_step_time.py", []),
-    ("scaling", "scaling.py", []),
-    ("cluster_overhead", "cluster_overhead.py", []),
-    ("gpu_throughput", "gpu_throughput.py", []),
+    ("download_throughput", "download_throughput", []),
+    ("recaption_throughput", "recaption_throughput", []),
+    ("finetune_throughput", "finetune_throughput", []),
+    ("embed_throughput", "embed_throughput", []),
+    ("vision_step_time", "vision_step_time", []),
+    ("scaling", "scaling", []),
+    ("cluster_overhead", "cluster_overhead", []),
+    ("gpu_throughput", "gpu_throughput", []),
 )
 
 # What bench/README.md says above the latest table.
@@ -52,17 +52,18 @@ README_INTRO = (HERE / "readme_intro.md").read_text()
 
 def run_benches(selected: list[tuple[str, str, list[str]]], results_dir: Path) -> dict[str, dict]:
     results: dict[str, dict] = {}
-    for name, script, extra in selected:
+    for name, module, extra in selected:
         out = results_dir / f"{name}.json"
         out.unlink(missing_ok=True)
-        print(f"== {script}", flush=True)
+        print(f"== bench.{module}", flush=True)
         began = time.perf_counter()
-        code = subprocess.run([sys.executable, str(HERE / script), "--json", str(out), *extra], check=False)
+        command = [sys.executable, "-m", f"bench.{module}", "--json", str(out), *extra]
+        code = subprocess.run(command, check=False, cwd=REPO)
         elapsed = time.perf_counter() - began
         if code.returncode != 0 or not out.is_file():
             results[name] = {
                 "bench": name,
-                "error": f"{script} exited {code.returncode} after {elapsed:.0f} s",
+                "error": f"bench.{module} exited {code.returncode} after {elapsed:.0f} s",
             }
         else:
             results[name] = {**json.loads(out.read_text()), "bench_s": round(elapsed, 1)}
@@ -85,7 +86,7 @@ def log_to_mlflow(
         tags={
             "machine": suite["machine"],
             "command": suite["command"],
-            mlflow.utils.mlflow_tags.MLFLOW_SOURCE_NAME: "bench/run_all.py",
+            mlflow.utils.mlflow_tags.MLFLOW_SOURCE_NAME: "bench.run_all",
         },
     )
     metrics = {}
@@ -128,10 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     results = run_benches(selected, results_dir)
     rows = suite_rows(results)
-    machine = f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus"
     suite = {
-        "command": "python bench/run_all.py" + (f" --only {' '.join(args.only)}" if args.only else ""),
-        "machine": f"{machine}, Python {platform.python_version()}",
+        "command": "python -m bench.run_all" + (f" --only {' '.join(args.only)}" if args.only else ""),
+        "machine": f"{machine()}, Python {platform.python_version()}",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_s": time.perf_counter() - began,
         "rows": [dataclasses.asdict(r) for r in rows],

@@ -15,16 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from bench.result import default_json, machine, write_result
 
 
 def embed_rows(shard_counts: tuple[int, ...], per_shard: int, batch_size: int) -> list[dict]:
@@ -140,17 +136,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="captions per embed forward")
     parser.add_argument("--vision-batches", type=int, nargs=2, default=(16, 32), help="images per worker")
     parser.add_argument("--vision-steps", type=int, default=20)
-    parser.add_argument("--json", default=str(REPO / "bench" / "results" / "scaling.json"))
+    parser.add_argument("--json", default=default_json("scaling"))
     args = parser.parse_args()
     rows = embed_rows(tuple(args.embed_shards), args.per_shard, args.batch_size)
     rows += vision_rows(tuple(args.vision_batches), args.vision_steps)
     result = {
         "bench": "scaling",
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
+        "machine": machine(),
         "rows": rows,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
+    write_result(args.json, result)
     print(f"\nscaling on {result['machine']}")
     print(f"{'part':<14}{'size':<22}{'workers':>8}{'seconds':>9}{'rate':>10}  unit")
     for r in rows:

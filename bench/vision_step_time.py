@@ -4,7 +4,7 @@
   2. batches from the shard + sidecar loader (decode, crop, join) vs the same batches from memory
      (is the loader the bottleneck?).
 
-    python bench/vision_step_time.py [--steps 30] [--batch-size 32] [--images 512]
+    python -m bench.vision_step_time [--steps 30] [--batch-size 32] [--images 512]
 
 Tiny models built here from configs (CLIP ViT 64 px, 2-layer Llama encoder), one process, CPU. With the
 paper's 8B LLM the online-encoding cost grows by orders of magnitude; the tiny ratio is a lower bound.
@@ -16,16 +16,14 @@ import argparse
 import io
 import json
 import os
-import platform
 import random
-import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.result import default_json, machine, write_result
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -99,7 +97,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--images", type=int, default=512)
-    parser.add_argument("--json", default=str(REPO / "bench" / "results" / "vision_step_time.json"))
+    parser.add_argument("--json", default=default_json("vision_step_time"))
     args = parser.parse_args()
 
     import itertools
@@ -157,11 +155,10 @@ def main() -> None:
         "bench": "vision_step_time",
         "batch_size": args.batch_size,
         "steps": args.steps,
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
+        "machine": machine(),
         "rows": rows,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
+    write_result(args.json, result)
     print(f"\nbatch {args.batch_size}, {args.steps} steps, tiny CLIP ViT + tiny Llama, {result['machine']}")
     print(f"{'run':<46}{'step_s':>9}{'img/s':>9}{'ratio':>8}")
     for row in rows:

@@ -11,28 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.ray_cluster import use_a_test_token
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_RECIPE = REPO_ROOT / "configs" / "demo.yaml"
-# The demo recipe's stages, in chain order.
-DEMO_STAGES = (
-    "scenes",
-    "tiny_models",
-    "download",
-    "recaption",
-    "finetune_text",
-    "embed",
-    "train_vision",
-    "evaluate",
-)
-# Small enough for seconds per run, big enough for several shards per split.
-SMALL_DEMO = (
-    "scenes.num_train=48",
-    "scenes.num_eval=16",
-    "scenes.samples_per_shard=16",
-    "download.samples_per_shard=32",
-)
+from testbed.demo_run import DEMO_RECIPE, ON_THE_CLUSTER, REPO_ROOT, SMALL_DEMO
+from testbed.ray_cluster import use_a_test_token
 
 # Tests pick their own MLflow store; a developer's MLFLOW_TRACKING_URI must not receive test runs.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -59,8 +39,8 @@ def cluster_and_services():
     """A real two-node Ray cluster, an S3-compatible object store and an MLflow tracking server, all on
     loopback, started side by side (the cluster in a thread, the two servers here) and stopped at the end
     of the session. See ray_cluster, object_store and mlflow_server."""
-    from tests.ray_cluster import LocalRayCluster
-    from tests.services import MlflowTrackingServer, ObjectStoreServer
+    from testbed.ray_cluster import LocalRayCluster
+    from testbed.services import MlflowTrackingServer, ObjectStoreServer
 
     def start_cluster() -> LocalRayCluster:
         cluster = LocalRayCluster(num_cpus=2).start()
@@ -145,13 +125,6 @@ def chain_recipe(tmp_path_factory) -> Path:
 
 DEMO_SUBMISSION_ID = "llm2clip-demo-suite"
 DEMO_PREFIX = "demo"  # the demo job's artifact root in the object store's bucket
-# How the demo job uses the cluster; none of these is part of a stage's key, so runs of SMALL_DEMO on a
-# local root reuse the job's artifacts.
-ON_THE_CLUSTER = (
-    "download.distributor=ray",
-    "finetune_text.placement_strategy=SPREAD",
-    "train_vision.placement_strategy=SPREAD",
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +141,7 @@ def demo_job(ray_cluster, ray_session, object_store, mlflow_server) -> DemoJob:
     workflows/full.py --config configs/demo.yaml --artifacts s3://...` against the suite's two-node
     cluster, artifacts on the object store, MLflow on the tracking server. The nodes hold no credentials:
     the job brings them (`--runtime-env-json`). Run once."""
-    from tests.ray_cluster import job_placement
+    from testbed.ray_cluster import job_placement
 
     root_uri = object_store.uri(DEMO_PREFIX)
     entrypoint = ["python", "workflows/full.py", "--config", "configs/demo.yaml", "--artifacts", root_uri]

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.waiting import processes_matching, wait_until
+from testbed.waiting import processes_matching, wait_until
 
 
 def registered_checkpoint_steps(train_dir: Path) -> list[int]:

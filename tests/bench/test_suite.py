@@ -9,12 +9,8 @@ import sys
 
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / "bench"))
-
-import run_all
-from summary import markdown_table, suite_rows, text_table
+from bench import run_all
+from bench.summary import markdown_table, suite_rows, text_table
 
 RESULTS = {
     "demo_walltime": {
@@ -99,7 +95,7 @@ def test_the_suite_writes_json_readme_and_one_mlflow_run(tmp_path, capsys):
     suite = json.loads((tmp_path / "results" / "suite.json").read_text())
     assert [r["bench"] for r in suite["rows"]] == ["gpu_throughput"]
     text = readme.read_text()
-    assert "## Latest results" in text and "python bench/run_all.py --only gpu_throughput" in text
+    assert "## Latest results" in text and "python -m bench.run_all --only gpu_throughput" in text
     assert "| gpu_throughput |" in text
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(run_all.EXPERIMENT)
@@ -113,7 +109,8 @@ def test_the_gpu_bench_code_path_runs_at_toy_size_on_cpu(tmp_path):
     subprocess.run(
         [
             sys.executable,
-            str(REPO_ROOT / "bench" / "gpu_throughput.py"),
+            "-m",
+            "bench.gpu_throughput",
             "--device",
             "cpu",
             "--tiny",

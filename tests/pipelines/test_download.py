@@ -28,8 +28,8 @@ from ops.stage import StageContext
 from ops.url_table import UrlTableError
 from pipelines.download.config import DownloadConfig, UrlSource
 from pipelines.download.stage import run_download
+from testbed.waiting import processes_matching, wait_until
 from tests.conftest import REPO_ROOT
-from tests.waiting import processes_matching, wait_until
 
 NUM_GOOD = 10
 

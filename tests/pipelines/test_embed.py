@@ -22,8 +22,8 @@ import torch
 from models.text_encoder_io import load_text_encoder
 from ops.embedding_sidecar import field_matrix
 from ops.webdataset_io import iter_samples
+from testbed.waiting import kill_and_wait_gone, processes_matching, wait_until
 from tests.conftest import REPO_ROOT
-from tests.waiting import kill_and_wait_gone, processes_matching, wait_until
 
 
 def _only_complete(root: Path, stage: str) -> Path:

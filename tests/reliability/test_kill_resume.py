@@ -22,10 +22,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from testbed.waiting import processes_matching, wait_until
 from tests.conftest import FINETUNE_SETTINGS, REPO_ROOT, SMALL_DEMO, copy_of_demo, new_stage_dir
 from tests.ray_train_faults import kill_a_worker_when, registered_checkpoint_steps
 from tests.training_records import assert_same_tensors, logged_steps, sqlite_store
-from tests.waiting import processes_matching, wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -9,9 +9,9 @@ import subprocess
 import psutil
 import pytest
 
+from testbed.ray_cluster import VENV_BIN, LocalRayCluster, cluster_env, is_alive
+from testbed.waiting import wait_until
 from tests.conftest import DEMO_STAGES, DEMO_SUBMISSION_ID
-from tests.ray_cluster import VENV_BIN, LocalRayCluster, cluster_env, is_alive
-from tests.waiting import wait_until
 from tests.workflows.test_full_workflow import _executed
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from testbed.waiting import processes_matching, wait_until
 from tests.conftest import DEMO_STAGES, copy_of_demo, run_workflow
 from tests.training_records import assert_same_tensors, logged_steps, sqlite_store
-from tests.waiting import processes_matching, wait_until
 from tests.workflows.test_full_workflow import _executed, _only_complete
 
 

@@ -30,7 +30,7 @@ def processes_matching(*fragments: str) -> list[psutil.Process]:
     """Running processes started by this test session (its descendants: the suite's Ray nodes and their
     workers, the drivers it runs) whose command line contains any of the fragments. Only descendants: a
     Ray, a demo or another suite running beside this one has processes of the same names."""
-    from tests.ray_cluster import is_alive
+    from testbed.ray_cluster import is_alive
 
     found = []
     for process in psutil.Process().children(recursive=True):
@@ -45,7 +45,7 @@ def processes_matching(*fragments: str) -> list[psutil.Process]:
 
 def kill_and_wait_gone(processes: list[psutil.Process], timeout_s: float = 30) -> None:
     """SIGKILL each and wait until none runs (zombies of other parents count as gone)."""
-    from tests.ray_cluster import is_alive
+    from testbed.ray_cluster import is_alive
 
     for process in processes:
         with contextlib.suppress(psutil.NoSuchProcess):

@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.ray_cluster import VENV_BIN, free_port
+from testbed.ray_cluster import VENV_BIN, free_port
 
 # moto accepts any credentials; these are the standard variables every AWS client (boto3, s3fs,
 # pyarrow's S3FileSystem) reads, so nothing in the pipeline is told about moto.
