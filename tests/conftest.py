@@ -34,6 +34,23 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 use_a_test_token()
 
 
+# The suite-wide demo run: a test whose fixtures build on it is end-to-end.
+END_TO_END_FIXTURE = "demo_job"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: builds on the suite-wide demo job (runs after the unit tests)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Unit tests first, end-to-end tests last (each group in collection order): no unit test waits for
+    the demo job, and `pytest -m "not e2e"` runs the unit tests alone."""
+    for item in items:
+        if END_TO_END_FIXTURE in item.fixturenames:
+            item.add_marker(pytest.mark.e2e)
+    items.sort(key=lambda item: END_TO_END_FIXTURE in item.fixturenames)
+
+
 @pytest.fixture(scope="session")
 def cluster_and_services():
     """A real two-node Ray cluster, an S3-compatible object store and an MLflow tracking server, all on

@@ -8,7 +8,8 @@ import json
 
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import DEMO_PREFIX, DEMO_STAGES, DEMO_SUBMISSION_ID
+from testbed.demo_run import DEMO_STAGES
+from tests.conftest import DEMO_PREFIX, DEMO_SUBMISSION_ID
 
 SHARDED_OUTPUTS = {"recaption": "captions/{}.parquet", "embed": "sidecars/{}.parquet"}
 

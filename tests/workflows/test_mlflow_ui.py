@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import DEMO_STAGES, DEMO_SUBMISSION_ID
+from testbed.demo_run import DEMO_STAGES
+from tests.conftest import DEMO_SUBMISSION_ID
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

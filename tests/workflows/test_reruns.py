@@ -10,8 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from testbed.demo_run import DEMO_STAGES
 from testbed.waiting import processes_matching, wait_until
-from tests.conftest import DEMO_STAGES, copy_of_demo, run_workflow
+from tests.conftest import copy_of_demo, run_workflow
 from tests.training_records import assert_same_tensors, logged_steps, sqlite_store
 from tests.workflows.test_full_workflow import _executed, _only_complete
 
