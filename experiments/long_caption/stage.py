@@ -35,6 +35,7 @@ from experiments.long_caption.samples import (
     read_samples,
     split_validation,
 )
+from ops.config_schema import settings_from
 from ops.manifest import StageCounts, count_reasons
 from ops.stage import StageContext, StageOutcome, StageSpec
 
@@ -74,24 +75,15 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
     )
     del encoders, arm_encoders  # the LLMs are not needed past this point
     encoded_s = time.perf_counter() - started
-    settings = ArmSettings(
-        max_steps=config.max_steps,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_steps,
-        max_grad_norm=config.max_grad_norm,
-        dense_ratio=config.dense_ratio,
-        adapter_width=config.adapter_width,
-        adapter_depth=config.adapter_depth,
-        projection_dim=config.projection_dim,
+    settings = settings_from(
+        ArmSettings,
+        config,
         text_tower=TextTowerSpec(
             config.text_tower_hidden_size,
             config.text_tower_layers,
             config.text_tower_heads,
             config.clip_max_tokens,
         ),
-        clip_long_max_tokens=config.clip_long_max_tokens,
     )
 
     def log_row(row: dict) -> None:
