@@ -31,5 +31,5 @@ def test_a_16_bit_image_is_scaled_not_clipped_and_equals_trainings_decoding(tmp_
 def test_an_undecodable_image_names_its_file(tmp_path):
     path = tmp_path / "broken.jpg"
     path.write_bytes(b"not an image")
-    with pytest.raises(ValueError, match="broken.jpg: cannot be decoded"):
+    with pytest.raises(ValueError, match=r"broken\.jpg: cannot be decoded"):
         _open(path)
