@@ -70,6 +70,15 @@ def job_of(loop_config: dict[str, Any]) -> Any:
     return loop_config[JOB_KEY]
 
 
+def worker_context() -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of the Ray Train worker this runs on."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    return context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device()
+
+
 class Rank0Metrics:
     """MLflow metrics from rank 0 into the stage's run; other ranks, and untracked runs, log nothing."""
 

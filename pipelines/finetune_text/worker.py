@@ -32,8 +32,6 @@ class FinetuneJob:
 def train_worker(loop_config: dict[str, Any]) -> dict[str, float] | None:
     """Runs on every Ray Train worker; torch.distributed (gloo/nccl) is up when it starts. Rank 0 returns
     the held-out CRA of the base LLM and of the trained encoder (Ray Train hands it to the driver)."""
-    import ray.train
-    import ray.train.torch
 
     from models.text_encoder import LLMTextEncoder
     from models.text_encoder_io import (
@@ -47,13 +45,11 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, float] | None:
     from pipelines.finetune_text.loop import LoopSettings, build_optimizer, train_steps
     from pipelines.finetune_text.mntp import mntp_backbone
     from pipelines.finetune_text.pairs import read_held_out_pairs, read_training_pairs
-    from pipelines.ray_train import Rank0Metrics, report_with_checkpoint, restored_state
+    from pipelines.ray_train import Rank0Metrics, report_with_checkpoint, restored_state, worker_context
 
     job: FinetuneJob = job_of(loop_config)
     config = job.config
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    rank, world, device = worker_context()
     artifact = ArtifactDir(job.links.artifact_uri)
     torch.manual_seed(config.seed)
     metrics_log = Rank0Metrics(job.links, rank)

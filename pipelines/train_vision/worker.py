@@ -33,12 +33,10 @@ class VisionJob:
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker; torch.distributed is up when it starts."""
-    import ray.train
-    import ray.train.torch
     import torch.distributed as dist
 
     from models.llm2clip_export import save_export
-    from pipelines.ray_train import Rank0Metrics, report_with_checkpoint, restored_state
+    from pipelines.ray_train import Rank0Metrics, report_with_checkpoint, restored_state, worker_context
     from pipelines.train_vision.data import DataPosition, LoaderSettings, training_batches
     from pipelines.train_vision.held_out import evaluate, held_out_set
     from pipelines.train_vision.loop import (
@@ -52,9 +50,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     job: VisionJob = job_of(loop_config)
     config = job.config
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    rank, world, device = worker_context()
     model, transform = build_model(config, job.vision_model, job.llm_dim)
     if config.gradient_checkpointing:
         model.vision_model.gradient_checkpointing_enable(
