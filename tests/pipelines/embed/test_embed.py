@@ -107,7 +107,7 @@ def test_cli_resumes_after_a_kill_without_gaps_or_duplicates(
     encoder = _only_complete(demo_root, "finetune_text") / "encoder"
     command = [
         sys.executable,
-        str(REPO_ROOT / "workflows" / "embed.py"),
+        str(REPO_ROOT / "workflows" / "cli" / "embed.py"),
         *("--shards", str(shards), "--encoder", str(encoder), "--output", str(output)),
         *("--set", "batch_size=1", "--set", "export_reference_layout=true", "--num-cpus", "2"),
     ]

@@ -76,7 +76,7 @@ def test_cli_scores_a_karpathy_set_with_cra_and_a_zero_shot_set(demo_root, tmp_p
     zero_shot = "zero_shot=" + json.dumps([{"name": "shapes", "root": str(classes), "templates": templates}])
     command = [
         sys.executable,
-        str(REPO_ROOT / "workflows" / "evaluate.py"),
+        str(REPO_ROOT / "workflows" / "cli" / "evaluate.py"),
         *("--model", str(_complete(demo_root, "train_vision") / "export")),
         *("--encoder", str(_complete(demo_root, "finetune_text") / "encoder")),
         *("--output", str(tmp_path / "out"), "--set", benchmarks, "--set", zero_shot),
