@@ -41,6 +41,7 @@ BENCHES = (
     ("finetune_throughput", "finetune_throughput", []),
     ("embed_throughput", "embed_throughput", []),
     ("vision_step_time", "vision_step_time", []),
+    ("decode_throughput", "decode_throughput", []),
     ("scaling", "scaling", []),
     ("cluster_overhead", "cluster_overhead", []),
     ("gpu_throughput", "gpu_throughput", []),

@@ -81,6 +81,25 @@ def _vision(result: dict) -> list[SuiteRow]:
     return _rows_against(result, "images_per_s", "img/s", "precomputed features, in-memory batches")
 
 
+def _decode(result: dict) -> list[SuiteRow]:
+    """Per-core decode rates against one process; the cores-per-GPU figure derived from them."""
+    one, two, cores = result["rows"]
+    return [
+        SuiteRow(result["bench"], one["name"], one["figure"], one["unit"], one["name"], 1.0),
+        SuiteRow(
+            result["bench"],
+            two["name"],
+            two["figure"],
+            two["unit"],
+            one["name"],
+            round(two["figure"] / one["figure"], 3),
+        ),
+        SuiteRow(
+            result["bench"], cores["name"], cores["figure"], cores["unit"], two["name"], None, cores["note"]
+        ),
+    ]
+
+
 def _scaling(result: dict) -> list[SuiteRow]:
     """Throughput per (part, size, workers) against the same part and size on one worker."""
     out = []
@@ -135,6 +154,7 @@ EXTRACTORS: dict[str, Callable[[dict], list[SuiteRow]]] = {
     "finetune_throughput": _finetune,
     "embed_throughput": _embed,
     "vision_step_time": _vision,
+    "decode_throughput": _decode,
     "scaling": _scaling,
     "cluster_overhead": _cluster,
     "gpu_throughput": _gpu,

@@ -2,7 +2,9 @@
 frozen LLM's caption features (LLM2CLIP step 2).
 
 config.py      TrainVisionConfig (the recipe's `train_vision:` section)
+records.py     a joined sample, the loader's settings, the data position a checkpoint stores
 data.py        image shards joined with their sidecars, dealt to workers, resumable to the batch
+decode.py      a batch's images decoded and augmented, in the training process or in processes ahead
 loop.py        the optimizer, the step (the global CLIP loss) and the training state, free of Ray
 model.py       the tower (models.vision_tower) with the adapter, and its image transform
 held_out.py    the held-out images and the recalls on them

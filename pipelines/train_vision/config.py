@@ -33,6 +33,10 @@ class TrainVisionConfig:
     logit_scale_init: float = 2.6592  # ln(1 / 0.07), CLIP's
     train_crop_scale: tuple[float, float] = (0.9, 1.0)  # random-resized-crop area range
     shuffle_buffer: int = 1000  # samples
+    # Processes per worker that decode and augment images ahead of the step (0: the training process does
+    # it between steps). Not part of the key: every batch is a function of its seed, wherever it is made.
+    decode_processes: int = dataclasses.field(default=0, metadata=NOT_IN_KEY)
+    prefetch_batches: int = dataclasses.field(default=2, metadata=NOT_IN_KEY)  # per decode process
     num_workers: int = 2
     use_gpu: bool = False
     bf16: bool = True  # autocast on GPU
@@ -48,6 +52,8 @@ class TrainVisionConfig:
 
     def __post_init__(self):
         check_model_reference(self.vision_model, "vision_model")
+        check(self.decode_processes >= 0, "decode_processes", "zero or more", self.decode_processes)
+        check(self.prefetch_batches >= 1, "prefetch_batches", "one or more", self.prefetch_batches)
         for name in (
             "adapter_width",
             "adapter_depth",

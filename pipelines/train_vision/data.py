@@ -16,36 +16,13 @@ import random
 from collections.abc import Iterator
 
 import fsspec
-import numpy as np
 import pyarrow.parquet as pq
 import torch
-from PIL import Image
 
 from ops.embedding_sidecar import field_matrix
-from ops.errors import BadInputError
-from ops.image_transforms import (
-    ImageDecodeError,
-    ImageTransformConfig,
-    decode_rgb,
-    train_transform,
-)
 from ops.webdataset_io import iter_samples, shard_id_of
-
-
-@dataclasses.dataclass(frozen=True)
-class JoinedSample:
-    key: str
-    jpg: bytes
-    original: np.ndarray | None  # LLM embedding of the original caption (None: absent)
-    dense: np.ndarray | None
-    split: str | None
-    tar_path: str = ""  # the shard it came from, for error messages
-
-
-@dataclasses.dataclass
-class DataPosition:
-    epoch: int = 0
-    batches_in_epoch: int = 0
+from pipelines.train_vision.decode import collate, decode_ahead
+from pipelines.train_vision.records import DataPosition, JoinedSample, LoaderSettings
 
 
 def joined_samples(tar_path: str, sidecar_uri: str) -> Iterator[JoinedSample]:
@@ -80,16 +57,6 @@ def joined_samples(tar_path: str, sidecar_uri: str) -> Iterator[JoinedSample]:
         row += 1
     if row != len(keys):
         raise ValueError(f"{sidecar_uri}: {len(keys)} rows but {tar_path} has {row} samples")
-
-
-@dataclasses.dataclass(frozen=True)
-class LoaderSettings:
-    batch_size: int  # samples per worker per step
-    dense_ratio: float  # share of samples that train on the dense caption's features (LLM2CLIP: 0.5)
-    shuffle_buffer: int  # samples
-    seed: int
-    split: str | None = None  # keep only samples whose json `split` equals this (None: all)
-    transform: ImageTransformConfig = dataclasses.field(default_factory=ImageTransformConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,55 +156,44 @@ def training_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless (pixel_values, llm_embeddings) batches from `position` on; `position` is updated in place
     as batches are handed out. Skipped batches are read but not decoded. `training_counts` (training
-    samples per shard) deals the samples to workers; one worker (world 1) takes every shard whole."""
+    samples per shard) deals the samples to workers; one worker (world 1) takes every shard whole. With
+    settings.decode_processes > 0 the images are decoded and augmented in that many processes, ahead of
+    the step; every batch is a function of its seed alone, so the batches are the same either way."""
     if training_counts is None:
         if world != 1:
             raise ValueError("training_counts are needed to deal samples to more than one worker")
         mine = [ShardSpan(p) for p in sorted(tar_paths)]
     else:
         mine = deal_training_samples(training_counts, world)[rank]
+    jobs = _batch_jobs(mine, sidecars, settings, rank, position)
+    if settings.decode_processes > 0:
+        decoded = decode_ahead(jobs, collate, settings, settings.decode_processes, settings.prefetch_batches)
+    else:
+        decoded = ((epoch, index, collate(chunk, settings, seed)) for epoch, index, chunk, seed in jobs)
+    for epoch, index, batch in decoded:
+        position.epoch, position.batches_in_epoch = epoch, index + 1
+        yield batch
+
+
+def _batch_jobs(
+    mine: list[ShardSpan],
+    sidecars: dict[str, str],
+    settings: LoaderSettings,
+    rank: int,
+    position: DataPosition,
+) -> Iterator[tuple[int, int, list[JoinedSample], str]]:
+    """(epoch, index in the epoch, samples, seed) of every batch from `position` on, endlessly."""
+    epoch, skip = position.epoch, position.batches_in_epoch
     while True:
-        epoch = position.epoch
         samples = _epoch_samples(mine, sidecars, settings, rank, epoch)
         index = 0
         while True:
             chunk = [s for _, s in zip(range(settings.batch_size), samples)]
             if len(chunk) < settings.batch_size:
                 break  # the last partial batch is dropped: every worker's step sees a full batch
-            if index >= position.batches_in_epoch:
-                batch = _collate(chunk, settings, f"{settings.seed}/{epoch}/{rank}/{index}")
-                position.batches_in_epoch = index + 1
-                yield batch
+            if index >= skip:
+                yield epoch, index, chunk, f"{settings.seed}/{epoch}/{rank}/{index}"
             index += 1
         if index == 0:
             raise ValueError(f"worker {rank}: its shards hold fewer than one batch of {settings.batch_size}")
-        position.epoch, position.batches_in_epoch = epoch + 1, 0
-
-
-def decode_sample(sample: JoinedSample) -> Image.Image:
-    try:
-        return decode_rgb(sample.jpg)
-    except ImageDecodeError as err:
-        raise BadInputError(
-            f"{sample.tar_path}: sample {sample.key!r}: {err.reason} ({err}); vision training needs "
-            "decodable images (the download stage re-encodes every image; recaption rejects bad ones)"
-        ) from None
-
-
-def _collate(
-    chunk: list[JoinedSample], settings: LoaderSettings, seed: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode and transform the images; per sample, the dense or the original caption's features
-    (drawn with dense_ratio; an absent one falls back to the other)."""
-    rng = random.Random(seed)
-    pixels, features = [], []
-    for sample in chunk:
-        pixels.append(train_transform(decode_sample(sample), settings.transform, rng))
-        use_dense = rng.random() < settings.dense_ratio
-        vector = sample.dense if use_dense else sample.original
-        if vector is None:
-            vector = sample.original if use_dense else sample.dense
-        if vector is None:
-            raise ValueError(f"sample {sample.key}: no caption embedding at all")
-        features.append(torch.from_numpy(np.asarray(vector, dtype=np.float32)))
-    return torch.stack(pixels), torch.stack(features)
+        epoch, skip = epoch + 1, 0

@@ -9,7 +9,8 @@ import torch
 from ops.image_transforms import ImageTransformConfig, eval_transform
 from ops.retrieval_metrics import image_text_recalls
 from ops.webdataset_io import shard_id_of
-from pipelines.train_vision.data import decode_sample, joined_samples
+from pipelines.train_vision.data import joined_samples
+from pipelines.train_vision.decode import decode_sample
 
 
 def eval_arrays(

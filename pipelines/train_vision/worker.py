@@ -37,7 +37,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     from models.llm2clip_export import save_export
     from pipelines.ray_train import Rank0Metrics, report_with_checkpoint, restored_state, worker_context
-    from pipelines.train_vision.data import DataPosition, LoaderSettings, training_batches
+    from pipelines.train_vision.data import training_batches
     from pipelines.train_vision.held_out import evaluate, held_out_set
     from pipelines.train_vision.loop import (
         VisionLoopSettings,
@@ -47,6 +47,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         training_state,
     )
     from pipelines.train_vision.model import build_model
+    from pipelines.train_vision.records import DataPosition, LoaderSettings
 
     job: VisionJob = job_of(loop_config)
     config = job.config

@@ -132,3 +132,21 @@ def test_the_gpu_bench_code_path_runs_at_toy_size_on_cpu(tmp_path):
     rows = suite_rows({"gpu_throughput": json.loads(out.read_text())})
     assert [r.unit for r in rows] == ["img/s", "captions/s"]
     assert all(r.figure > 0 and 0 < r.ratio < 1 for r in rows)
+
+
+def test_the_decode_bench_gives_per_core_rates_and_cores_per_gpu(tmp_path):
+    out = tmp_path / "decode.json"
+    subprocess.run(
+        [sys.executable, "-m", "bench.decode_throughput", "--images", "8", "--json", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    result = json.loads(out.read_text())
+    one, two, cores = suite_rows({"decode_throughput": result})
+    assert one.figure > 0 and two.figure > 0 and two.ratio == round(two.figure / one.figure, 3)
+    # ViT-L/14-336 trains at ~3 x its ~382 GFLOP forward per image; 40% of 989 TFLOP/s over that rate.
+    gflop = float(cores.note.split("(")[1].split(" GFLOP")[0])
+    assert 1000 < gflop < 1300
+    images_per_s = 0.4 * 989e12 / (gflop * 1e9)
+    assert abs(cores.figure - images_per_s / two.figure) < 0.2

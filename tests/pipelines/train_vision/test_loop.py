@@ -17,8 +17,6 @@ import torch.multiprocessing as mp
 from ops.webdataset_io import shard_id_of
 from pipelines.train_vision.config import TrainVisionConfig
 from pipelines.train_vision.data import (
-    DataPosition,
-    LoaderSettings,
     ShardSpan,
     deal_training_samples,
     joined_samples,
@@ -35,6 +33,7 @@ from pipelines.train_vision.loop import (
     training_state,
 )
 from pipelines.train_vision.model import build_model
+from pipelines.train_vision.records import DataPosition, LoaderSettings
 
 SMALL = TrainVisionConfig(adapter_width=64, adapter_depth=2, projection_dim=32, batch_size_per_worker=8)
 LOOP = VisionLoopSettings(
@@ -81,6 +80,26 @@ def test_loader_resumes_at_a_data_position_and_refuses_a_foreign_sidecar(demo_da
     pq.write_table(table.take(list(reversed(range(table.num_rows)))), tmp_path / "reversed.parquet")
     with pytest.raises(ValueError, match=r"reversed\.parquet: row 0 is"):
         list(joined_samples(shards[0], str(tmp_path / "reversed.parquet")))
+
+
+def test_decode_processes_hand_out_the_same_batches_and_positions(demo_data):
+    """Decoding in processes ahead of the step changes where a batch is made, not what it holds: the
+    batches and the data positions equal the in-process loader's, across an epoch and from a resume."""
+    import dataclasses
+
+    shards, sidecars, llm_dim, vision = demo_data
+    _, transform = build_model(SMALL, vision, llm_dim)
+    ahead = dataclasses.replace(_loader(transform), decode_processes=2, prefetch_batches=2)
+    for start in (DataPosition(), DataPosition(epoch=0, batches_in_epoch=4)):
+        here, there = dataclasses.replace(start), dataclasses.replace(start)
+        in_process = training_batches(shards, sidecars, _loader(transform), 0, 1, here)
+        in_processes = training_batches(shards, sidecars, ahead, 0, 1, there)
+        for _ in range(8):
+            expected, got = next(in_process), next(in_processes)
+            assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+            assert there == here
+        in_processes.close()  # stops the processes
+    assert here == DataPosition(epoch=1, batches_in_epoch=6)
 
 
 def test_samples_are_dealt_in_equal_ranges_so_every_worker_gets_data():

@@ -1,0 +1,88 @@
+"""A batch's images decoded and augmented into tensors, with its caption features (collate), in the
+training process or off it: decode_ahead collates batches in worker processes, ahead of the step, and
+hands them back in order (torch passes their tensors through shared memory).
+
+Spawned, not forked: the training process is a Ray worker with many threads, and a forked child would
+inherit their locks. Each process starts once per training run (a few seconds of imports) and uses one
+torch thread, so N processes take N cores beside the step's."""
+
+from __future__ import annotations
+
+import collections
+import random
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ops.errors import BadInputError
+from ops.image_transforms import ImageDecodeError, decode_rgb, train_transform
+from pipelines.train_vision.records import JoinedSample, LoaderSettings
+
+
+def decode_sample(sample: JoinedSample) -> Image.Image:
+    try:
+        return decode_rgb(sample.jpg)
+    except ImageDecodeError as err:
+        raise BadInputError(
+            f"{sample.tar_path}: sample {sample.key!r}: {err.reason} ({err}); vision training needs "
+            "decodable images (the download stage re-encodes every image; recaption rejects bad ones)"
+        ) from None
+
+
+def collate(
+    chunk: list[JoinedSample], settings: LoaderSettings, seed: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode and transform the images; per sample, the dense or the original caption's features
+    (drawn with dense_ratio; an absent one falls back to the other)."""
+    rng = random.Random(seed)
+    pixels, features = [], []
+    for sample in chunk:
+        pixels.append(train_transform(decode_sample(sample), settings.transform, rng))
+        use_dense = rng.random() < settings.dense_ratio
+        vector = sample.dense if use_dense else sample.original
+        if vector is None:
+            vector = sample.original if use_dense else sample.dense
+        if vector is None:
+            raise ValueError(f"sample {sample.key}: no caption embedding at all")
+        features.append(torch.from_numpy(np.asarray(vector, dtype=np.float32)))
+    return torch.stack(pixels), torch.stack(features)
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def decode_ahead(
+    jobs: Iterator[tuple[int, int, Any, str]],
+    collate: Callable[[Any, Any, str], Any],
+    settings: Any,
+    processes: int,
+    prefetch_batches: int,
+) -> Iterator[tuple[int, int, Any]]:
+    """(epoch, index, collate(chunk, settings, seed)) for each job, in the jobs' order, with up to
+    processes x prefetch_batches batches in flight. An error in a process (a bad image) is raised here,
+    at the batch it belongs to."""
+    import torch.multiprocessing
+
+    depth = max(1, processes * prefetch_batches)
+    pool = ProcessPoolExecutor(
+        processes, mp_context=torch.multiprocessing.get_context("spawn"), initializer=_one_thread
+    )
+    pending: collections.deque = collections.deque()
+    try:
+        for epoch, index, chunk, seed in jobs:
+            pending.append((epoch, index, pool.submit(collate, chunk, settings, seed)))
+            if len(pending) >= depth:
+                epoch_done, index_done, future = pending.popleft()
+                yield epoch_done, index_done, future.result()
+        while pending:
+            epoch_done, index_done, future = pending.popleft()
+            yield epoch_done, index_done, future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

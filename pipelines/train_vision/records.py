@@ -1,0 +1,38 @@
+"""The vision loader's records: a sample joined with its caption features, the loader's settings, and the
+position in the data that a checkpoint stores."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ops.image_transforms import ImageTransformConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinedSample:
+    key: str
+    jpg: bytes
+    original: np.ndarray | None  # LLM embedding of the original caption (None: absent)
+    dense: np.ndarray | None
+    split: str | None
+    tar_path: str = ""  # the shard it came from, for error messages
+
+
+@dataclasses.dataclass
+class DataPosition:
+    epoch: int = 0
+    batches_in_epoch: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class LoaderSettings:
+    batch_size: int  # samples per worker per step
+    dense_ratio: float  # share of samples that train on the dense caption's features (LLM2CLIP: 0.5)
+    shuffle_buffer: int  # samples
+    seed: int
+    split: str | None = None  # keep only samples whose json `split` equals this (None: all)
+    transform: ImageTransformConfig = dataclasses.field(default_factory=ImageTransformConfig)
+    decode_processes: int = 0  # 0: decode and augment in the training process; N: in N processes, ahead
+    prefetch_batches: int = 2  # batches each decode process works ahead of the step
