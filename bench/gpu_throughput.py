@@ -29,7 +29,18 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def vision_mfu(device, tiny: bool, batch: int, steps: int, peak_tflops: float) -> dict:
+def vision_mfu(
+    device,
+    tiny: bool,
+    batch: int,
+    steps: int,
+    peak_tflops: float,
+    option: str = "",
+    flops: float | None = None,
+) -> dict:
+    """One row: the production step, as is or with one GPU option of train_vision's config ("fused_adamw",
+    "compile", "gradient_checkpointing"). MFU counts the model's FLOPs (`flops`, per step: the plain step's
+    count), not recomputed ones, as MFU is defined."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import CLIPVisionConfig
@@ -65,6 +76,12 @@ def vision_mfu(device, tiny: bool, batch: int, steps: int, peak_tflops: float) -
         projection_dim=64 if tiny else 1280,
     )
     model = LLM2CLIPModel(config).to(device)
+    if option == "gradient_checkpointing":
+        model.vision_model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    if option == "compile":
+        model.compile()  # as the worker does: in place
     pixels = torch.randn(batch, 3, shape["image_size"], shape["image_size"], device=device)
     features = torch.randn(batch, llm_dim, device=device)
     # The production step (pipelines/train_vision/loop.py): the global CLIP loss with gathered features,
@@ -73,9 +90,10 @@ def vision_mfu(device, tiny: bool, batch: int, steps: int, peak_tflops: float) -
         learning_rate=1e-5,
         weight_decay=0.05,
         warmup_steps=0,
-        max_steps=steps + 2,
+        max_steps=steps + 4,
         max_grad_norm=5.0,
         layer_decay=0.85,
+        fused_adamw=option == "fused_adamw",
     )
     optimizer, scheduler = build_optimizer(model, settings)
     autocast = torch.bfloat16 if device.type == "cuda" else None
@@ -94,10 +112,11 @@ def vision_mfu(device, tiny: bool, batch: int, steps: int, peak_tflops: float) -
             autocast,
         )
 
-    with FlopCounterMode(display=False) as counter:
-        run_steps(1)
-    flops = counter.get_total_flops()
-    run_steps(1)
+    if flops is None:
+        with FlopCounterMode(display=False) as counter:
+            run_steps(1)
+        flops = counter.get_total_flops()
+    run_steps(2)  # warm-up (and, with compile, the compilation)
     _sync(device)
     began = time.perf_counter()
     run_steps(steps)
@@ -105,12 +124,14 @@ def vision_mfu(device, tiny: bool, batch: int, steps: int, peak_tflops: float) -
     seconds = (time.perf_counter() - began) / steps
     mfu = flops / seconds / (peak_tflops * 1e12)
     return {
-        "name": f"vision step, {'tiny ViT' if tiny else 'ViT-L/14-336'} + adapter, batch {batch}",
+        "name": f"vision step, {'tiny ViT' if tiny else 'ViT-L/14-336'} + adapter, batch {batch}"
+        + (f", {option}" if option else ""),
         "figure": round(batch / seconds, 1),
         "unit": "img/s",
         "baseline": f"peak bf16 {peak_tflops:g} TFLOP/s",
         "ratio": float(f"{mfu:.3g}"),
         "note": f"MFU; {flops / 1e9:.1f} GFLOP/step, {seconds * 1e3:.1f} ms/step",
+        "flops_per_step": flops,
     }
 
 
@@ -172,6 +193,13 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=H100_BF16_TFLOPS)
     parser.add_argument("--vision-batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument(
+        "--options",
+        nargs="*",
+        default=["fused_adamw", "gradient_checkpointing", "compile"],
+        choices=["fused_adamw", "gradient_checkpointing", "compile"],
+        help="train_vision GPU options, each timed in a row of its own beside the plain step",
+    )
     parser.add_argument("--embed-batch", type=int, default=256)
     parser.add_argument("--tokens", type=int, default=120)
     parser.add_argument("--json", default=default_json("gpu_throughput"))
@@ -190,8 +218,20 @@ def main() -> None:
         device = torch.device(args.device)
         if device.type == "cuda":
             described += f", {torch.cuda.get_device_name(device)}"
-        rows = [
-            vision_mfu(device, args.tiny, args.vision_batch, args.steps, args.peak_tflops),
+        plain = vision_mfu(device, args.tiny, args.vision_batch, args.steps, args.peak_tflops)
+        rows = [plain] + [
+            vision_mfu(
+                device,
+                args.tiny,
+                args.vision_batch,
+                args.steps,
+                args.peak_tflops,
+                option,
+                plain["flops_per_step"],
+            )
+            for option in args.options
+        ]
+        rows += [
             embed_throughput(device, args.tiny, args.embed_batch, args.tokens, args.steps, args.peak_tflops),
         ]
         result = {"bench": "gpu_throughput", "machine": described, "device": args.device, "rows": rows}

@@ -12,6 +12,9 @@ KEY_LENGTH_HEX = 16
 # Field metadata for settings that say where or how in parallel the work runs, never what it produces
 # (img2dataset's distributor, Ray Train's placement strategy): a run on a cluster reuses a laptop's cache.
 NOT_IN_KEY = {"in_key": False}
+# Field metadata for an option added after artifacts exist: it enters the key only when set to other than
+# its default, so existing artifacts keep their keys and setting the option re-keys the stage.
+IN_KEY_WHEN_SET = {"in_key": "when_set"}
 
 
 def to_plain(value: Any) -> Any:
@@ -45,14 +48,22 @@ def content_key(stage: str, code_version: str, config: Any, input_keys: Mapping[
 
 
 def _keyed_fields(value: Any) -> Any:
-    """value with the fields marked NOT_IN_KEY left out, at any depth."""
+    """value with the fields marked NOT_IN_KEY left out, and those marked IN_KEY_WHEN_SET left out while
+    they hold their default, at any depth."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
             f.name: _keyed_fields(getattr(value, f.name))
             for f in dataclasses.fields(value)
-            if f.metadata.get("in_key", True)
+            if _in_key(f, getattr(value, f.name))
         }
     return value
+
+
+def _in_key(field: dataclasses.Field, value: Any) -> bool:
+    rule = field.metadata.get("in_key", True)
+    if rule == "when_set":
+        return value != field.default
+    return bool(rule)
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

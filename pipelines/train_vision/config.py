@@ -6,7 +6,7 @@ import dataclasses
 from typing import Literal
 
 from ops.config_schema import check, check_model_reference
-from ops.hashing import NOT_IN_KEY
+from ops.hashing import IN_KEY_WHEN_SET, NOT_IN_KEY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +36,9 @@ class TrainVisionConfig:
     # Processes per worker that decode and augment images ahead of the step (0: the training process does
     # it between steps). Not part of the key: every batch is a function of its seed, wherever it is made.
     decode_processes: int = dataclasses.field(default=0, metadata=NOT_IN_KEY)
+    # GPU options; they change numerics in the last bits, so they are part of the key once set.
+    fused_adamw: bool = dataclasses.field(default=False, metadata=IN_KEY_WHEN_SET)  # one fused AdamW kernel
+    compile: bool = dataclasses.field(default=False, metadata=IN_KEY_WHEN_SET)  # torch.compile the model
     prefetch_batches: int = dataclasses.field(default=2, metadata=NOT_IN_KEY)  # per decode process
     num_workers: int = 2
     use_gpu: bool = False

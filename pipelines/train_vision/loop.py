@@ -24,6 +24,7 @@ class VisionLoopSettings:
     max_steps: int
     max_grad_norm: float
     layer_decay: float = 1.0  # vision layer i of n trains at lr * layer_decay ** (n - i); 1.0 = off
+    fused_adamw: bool = False  # torch's fused AdamW kernel (one launch for every parameter on GPU)
 
 
 def _vision_depth(name: str, num_layers: int) -> int | None:
@@ -56,7 +57,7 @@ def build_optimizer(model: LLM2CLIPModel, settings: VisionLoopSettings):
         {"params": params, "lr": settings.learning_rate * scale, "weight_decay": decay, "lr_scale": scale}
         for (scale, decay), params in groups.items()
     ]
-    optimizer = torch.optim.AdamW(param_groups, lr=settings.learning_rate)
+    optimizer = torch.optim.AdamW(param_groups, lr=settings.learning_rate, fused=settings.fused_adamw or None)
     return optimizer, warmup_cosine_scheduler(optimizer, settings.warmup_steps, settings.max_steps)
 
 

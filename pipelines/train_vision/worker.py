@@ -58,6 +58,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             gradient_checkpointing_kwargs={"use_reentrant": False}
         )
     model.to(device)
+    if config.compile:  # in place: parameter names, checkpoints and the export stay as they are
+        model.compile()
     loop = settings_from(VisionLoopSettings, config)
     optimizer, scheduler = build_optimizer(model, loop)
     position, start_step = DataPosition(), 0

@@ -58,3 +58,23 @@ def test_where_the_work_runs_is_not_part_of_the_key():
     for config_cls in (FinetuneTextConfig, TrainVisionConfig):
         assert key(config_cls(placement_strategy="SPREAD")) == key(config_cls())
         assert key(config_cls(num_workers=3)) != key(config_cls())
+
+
+@dataclasses.dataclass(frozen=True)
+class Grown:
+    name: str = "x"
+    fused: bool = dataclasses.field(default=False, metadata={"in_key": "when_set"})
+
+
+def test_an_option_added_later_keys_only_when_set():
+    """An option added after artifacts exist leaves their keys as they were until a recipe sets it."""
+    from ops.hashing import IN_KEY_WHEN_SET
+
+    assert dict(Grown.__dataclass_fields__["fused"].metadata) == IN_KEY_WHEN_SET
+
+    @dataclasses.dataclass(frozen=True)
+    class Before:
+        name: str = "x"
+
+    assert content_key("s", "1", Grown(), {}) == content_key("s", "1", Before(), {})
+    assert content_key("s", "1", Grown(fused=True), {}) != content_key("s", "1", Grown(), {})
