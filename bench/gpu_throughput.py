@@ -37,10 +37,12 @@ def vision_mfu(
     peak_tflops: float,
     option: str = "",
     flops: float | None = None,
+    loader_batches=None,
 ) -> dict:
     """One row: the production step, as is or with one GPU option of train_vision's config ("fused_adamw",
     "compile", "gradient_checkpointing"). MFU counts the model's FLOPs (`flops`, per step: the plain step's
-    count), not recomputed ones, as MFU is defined."""
+    count), not recomputed ones, as MFU is defined. `loader_batches` (an iterator of CPU batches from
+    train_vision's loader) replaces the one batch held on the device."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import CLIPVisionConfig
@@ -100,9 +102,10 @@ def vision_mfu(
     done = {"steps": 0}
 
     def run_steps(count: int) -> None:
+        source = itertools.islice(loader_batches, count) if loader_batches else None
         done["steps"] = train_steps(
             model,
-            itertools.repeat((pixels, features), count),
+            source or itertools.repeat((pixels, features), count),
             settings,
             optimizer,
             scheduler,
@@ -125,7 +128,8 @@ def vision_mfu(
     mfu = flops / seconds / (peak_tflops * 1e12)
     return {
         "name": f"vision step, {'tiny ViT' if tiny else 'ViT-L/14-336'} + adapter, batch {batch}"
-        + (f", {option}" if option else ""),
+        + (f", {option}" if option else "")
+        + (", fed by the loader" if loader_batches else ""),
         "figure": round(batch / seconds, 1),
         "unit": "img/s",
         "baseline": f"peak bf16 {peak_tflops:g} TFLOP/s",
@@ -133,6 +137,41 @@ def vision_mfu(
         "note": f"MFU; {flops / 1e9:.1f} GFLOP/step, {seconds * 1e3:.1f} ms/step",
         "flops_per_step": flops,
     }
+
+
+def loader_feed(work: str, tiny: bool, batch: int, llm_dim: int, processes: int):
+    """train_vision's loader over webdataset shards of ~500 x 620 JPEGs (64 px ones at --tiny) with
+    sidecars of random llm_dim features, decoding in `processes` processes: endless CPU batches."""
+    import io
+    import tarfile
+    from pathlib import Path
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from bench.decode_throughput import make_jpegs
+    from ops.embedding_sidecar import sidecar_table
+    from ops.image_transforms import ImageTransformConfig
+    from pipelines.train_vision.data import training_batches
+    from pipelines.train_vision.records import DataPosition, LoaderSettings
+
+    count = batch * 4
+    images = make_jpegs(count, 64, 64) if tiny else make_jpegs(count, 500, 620)
+    rng = np.random.default_rng(0)
+    keys = [f"{i:06d}" for i in range(count)]
+    tar_path, sidecar = Path(work) / "00000.tar", Path(work) / "00000.parquet"
+    with tarfile.open(tar_path, "w") as tar:
+        for key, data in zip(keys, images):
+            info = tarfile.TarInfo(f"{key}.jpg")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    vectors = [rng.standard_normal(llm_dim).astype(np.float32) for _ in keys]
+    pq.write_table(
+        sidecar_table(keys, {"dense": vectors}, {"dense": [False] * count}, llm_dim, "float16"), sidecar
+    )
+    transform = ImageTransformConfig(size_px=64 if tiny else 336)
+    settings = LoaderSettings(batch, 1.0, batch, 0, None, transform, decode_processes=processes)
+    return training_batches([str(tar_path)], {"00000": str(sidecar)}, settings, 0, 1, DataPosition())
 
 
 def embed_throughput(device, tiny: bool, batch: int, tokens: int, batches: int, peak_tflops: float) -> dict:
@@ -200,6 +239,12 @@ def main() -> None:
         choices=["fused_adamw", "gradient_checkpointing", "compile"],
         help="train_vision GPU options, each timed in a row of its own beside the plain step",
     )
+    parser.add_argument(
+        "--loader-processes",
+        type=int,
+        default=0,
+        help="also time the plain step fed by train_vision's loader with this many decode processes",
+    )
     parser.add_argument("--embed-batch", type=int, default=256)
     parser.add_argument("--tokens", type=int, default=120)
     parser.add_argument("--json", default=default_json("gpu_throughput"))
@@ -231,6 +276,25 @@ def main() -> None:
             )
             for option in args.options
         ]
+        if args.loader_processes:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="gpu-loader-") as work:
+                feed = loader_feed(
+                    work, args.tiny, args.vision_batch, 128 if args.tiny else 4096, args.loader_processes
+                )
+                rows.append(
+                    vision_mfu(
+                        device,
+                        args.tiny,
+                        args.vision_batch,
+                        args.steps,
+                        args.peak_tflops,
+                        flops=plain["flops_per_step"],
+                        loader_batches=feed,
+                    )
+                )
+                feed.close()
         rows += [
             embed_throughput(device, args.tiny, args.embed_batch, args.tokens, args.steps, args.peak_tflops),
         ]
