@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.result import default_json, machine, write_result
+from bench.result import default_json, fit_start_and_per_item, machine, write_result
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -113,6 +113,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--per-shard", type=int, default=512, help="samples per shard (2 captions each)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--fit-shards", type=int, nargs="+", default=[2, 8, 32], help="shards per fit run")
     parser.add_argument("--json", default=default_json("embed_throughput"))
     args = parser.parse_args()
 
@@ -125,7 +126,25 @@ def main() -> None:
         bare = run_bare(encoder_dir, captions, args.per_shard, args.batch_size)
         stage = run_stage(encoder_dir, shards, work, args.batch_size, bucketing=True)
         unsorted = run_stage(encoder_dir, shards, work, args.batch_size, bucketing=False)
+        # The stage at several sizes: wall = start + n x per-caption splits its fixed cost from its
+        # steady-state cost per caption, which is compared with the bare forward's.
+        fit_captions, fit_walls = [], []
+        for num_shards in args.fit_shards:
+            fit_work = work / f"fit-{num_shards}"
+            fit_work.mkdir()
+            fit_dir, fit_shards, fit_texts = build_inputs(fit_work, num_shards, args.per_shard)
+            fit_captions.append(len(fit_texts))
+            fit_walls.append(
+                run_stage(fit_dir, fit_shards, fit_work, args.batch_size, bucketing=True)["wall_s"]
+            )
     ray.shutdown()
+    start_s, per_caption_s = fit_start_and_per_item(fit_captions, fit_walls)
+    fit = {
+        "captions": fit_captions,
+        "walls_s": [round(w, 2) for w in fit_walls],
+        "start_s": round(start_s, 2),
+        "captions_per_s": round(1 / max(per_caption_s, 1e-9), 1),
+    }
     count = len(captions)
     rows = [
         {
@@ -158,6 +177,7 @@ def main() -> None:
         "bench": "embed_throughput",
         "captions": count,
         "batch_size": args.batch_size,
+        "fit": fit,
         "machine": machine(),
         "rows": rows,
     }
@@ -170,6 +190,11 @@ def main() -> None:
             f"{row['ratio_to_bare']:>7.3f}{row['padding_share']:>9.3f}"
         )
     print("(ratio = captions/s over the bare forward's; padding = padded share of the batch tokens)")
+    steady_ratio = fit["captions_per_s"] / rows[0]["captions_per_s"]
+    print(
+        f"fit over {fit['captions']} captions, walls {fit['walls_s']} s: start {fit['start_s']} s, "
+        f"{fit['captions_per_s']} captions/s steady ({steady_ratio:.3f} of bare)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """Recaption throughput: the stage (ray.data.llm + vLLM) vs. plain vllm.LLM.chat vs. HF generate.
 
-    python -m bench.recaption_throughput [--num-images 512] [--max-tokens 32]
+    python -m bench.recaption_throughput [--num-images 512] [--sizes 128 512 2048] [--max-tokens 32]
 
 Same tiny captioner (built here from configs), same images, same sampling, one run. Each row reports
 wall time with model load and the generation part alone where it can be separated; tokens/s is counted
 from the tokens each method actually generated. The stage's engine start happens inside its Ray actor,
 so its generation-only time is its wall time minus plain vLLM's measured load time (an estimate).
+
+The stage and plain vLLM also run at each of --sizes images: a least-squares fit of wall = start + n x
+per-image splits each one's fixed cost (engine start, Ray start-up, scheduling) from its steady-state cost
+per image, and the per-image rates are compared (the issue's target: the stage at 0.9 of plain vLLM).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.result import default_json, machine, write_result
+from bench.result import default_json, fit_start_and_per_item, machine, write_result
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -137,10 +141,20 @@ def run_hf(model_dir: Path, images: list, max_tokens: int, batch_size: int) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-images", type=int, default=512)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 512, 2048], help="images per fit run")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json", default=default_json("recaption_throughput"))
     args = parser.parse_args()
+    walls: dict[str, list[float]] = {"stage": [], "bare": []}
+    for size in args.sizes:  # the fit's runs, each on fresh inputs of its size
+        with tempfile.TemporaryDirectory(prefix="bench-recaption-") as tmp:
+            work = Path(tmp)
+            model_dir, shards, images = build_inputs(work, size)
+            walls["stage"].append(
+                run_stage(model_dir, shards, work, args.max_tokens, args.batch_size)["wall_s"]
+            )
+            walls["bare"].append(run_vllm(model_dir, images, args.max_tokens)["wall_s"])
     with tempfile.TemporaryDirectory(prefix="bench-recaption-") as tmp:
         work = Path(tmp)
         model_dir, shards, images = build_inputs(work, args.num_images)
@@ -166,8 +180,17 @@ def main() -> None:
     bare_rate = rows[1]["tokens_per_s"]
     for row in rows:
         row["tokens_per_s_over_bare_vllm"] = round(row["tokens_per_s"] / bare_rate, 3)
+    fits = {name: fit_start_and_per_item(args.sizes, w) for name, w in walls.items()}
+    fit = {
+        "sizes": args.sizes,
+        "walls_s": {name: [round(w, 2) for w in ws] for name, ws in walls.items()},
+        "start_s": {name: round(f[0], 2) for name, f in fits.items()},
+        "images_per_s": {name: round(1 / max(f[1], 1e-9), 2) for name, f in fits.items()},
+    }
+    fit["per_image_ratio"] = round(fit["images_per_s"]["stage"] / fit["images_per_s"]["bare"], 3)
     result = {
         "bench": "recaption_throughput",
+        "fit": fit,
         "num_images": args.num_images,
         "max_tokens": args.max_tokens,
         "machine": machine(),
@@ -184,6 +207,13 @@ def main() -> None:
     print(
         "(stage gen_s = its wall minus plain vLLM's load time: an estimate; ratio = tokens/s over plain vLLM)"
     )
+    print(f"\nfit of wall = start + n x per-image over {args.sizes} images:")
+    for name in ("stage", "bare"):
+        print(
+            f"  {name:<6} walls {fit['walls_s'][name]} s -> start {fit['start_s'][name]} s, "
+            f"{fit['images_per_s'][name]} img/s"
+        )
+    print(f"  per-image rate, stage over plain vLLM: {fit['per_image_ratio']}")
 
 
 if __name__ == "__main__":

@@ -157,3 +157,27 @@ def test_the_decode_bench_gives_per_core_rates_and_cores_per_gpu(tmp_path):
     assert 1000 < gflop < 1300
     images_per_s = 0.4 * 989e12 / (gflop * 1e9)
     assert abs(cores.figure - images_per_s / two.figure) < 0.2
+
+
+def test_the_fixed_and_per_image_split_fits_and_is_tabled():
+    from bench.result import fit_start_and_per_item
+
+    start, per_image = fit_start_and_per_item([128, 512, 2048], [30.0 + n / 50 for n in (128, 512, 2048)])
+    assert abs(start - 30.0) < 1e-9 and abs(per_image - 1 / 50) < 1e-12
+    result = {
+        "bench": "recaption_throughput",
+        "rows": [
+            {"name": "recaption stage (Ray Data + vLLM)", "tokens_per_s": 500.0},
+            {"name": "plain vllm.LLM.chat", "tokens_per_s": 2000.0},
+        ],
+        "fit": {
+            "sizes": [128, 512, 2048],
+            "start_s": {"stage": 30.0, "bare": 20.0},
+            "images_per_s": {"stage": 40.0, "bare": 50.0},
+            "per_image_ratio": 0.8,
+        },
+    }
+    rows = {r.name: r for r in suite_rows({"recaption_throughput": result})}
+    assert rows["recaption stage, per image (fit over 128/512/2048)"].ratio == 0.8
+    assert rows["recaption stage, fixed cost (fit)"].ratio == 1.5
+    assert rows["recaption stage (Ray Data + vLLM)"].ratio == 0.25
