@@ -264,36 +264,26 @@ def main() -> None:
         if device.type == "cuda":
             described += f", {torch.cuda.get_device_name(device)}"
         plain = vision_mfu(device, args.tiny, args.vision_batch, args.steps, args.peak_tflops)
-        rows = [plain] + [
-            vision_mfu(
+
+        def variant(**how) -> dict:  # the same step with one change, against the plain step's FLOPs
+            return vision_mfu(
                 device,
                 args.tiny,
                 args.vision_batch,
                 args.steps,
                 args.peak_tflops,
-                option,
-                plain["flops_per_step"],
+                flops=plain["flops_per_step"],
+                **how,
             )
-            for option in args.options
-        ]
+
+        rows = [plain] + [variant(option=option) for option in args.options]
         if args.loader_processes:
             import tempfile
 
             with tempfile.TemporaryDirectory(prefix="gpu-loader-") as work:
-                feed = loader_feed(
-                    work, args.tiny, args.vision_batch, 128 if args.tiny else 4096, args.loader_processes
-                )
-                rows.append(
-                    vision_mfu(
-                        device,
-                        args.tiny,
-                        args.vision_batch,
-                        args.steps,
-                        args.peak_tflops,
-                        flops=plain["flops_per_step"],
-                        loader_batches=feed,
-                    )
-                )
+                llm_dim = 128 if args.tiny else 4096
+                feed = loader_feed(work, args.tiny, args.vision_batch, llm_dim, args.loader_processes)
+                rows.append(variant(loader_batches=feed))
                 feed.close()
         rows += [
             embed_throughput(device, args.tiny, args.embed_batch, args.tokens, args.steps, args.peak_tflops),
