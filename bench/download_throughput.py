@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.result import default_json, machine, write_result
+from bench.result import default_json, fit_start_and_per_item, machine, write_result
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -58,22 +58,24 @@ def local_ceiling(folder: Path, paths: list[str], target_px: int) -> float:
     return len(payloads) / (time.perf_counter() - started)
 
 
-def stage_rate(folder: Path, paths: list[str], target_px: int, processes: int, work: Path) -> float:
+def stage_wall(folder: Path, paths: list[str], target_px: int, processes: int, work: Path) -> float:
+    """Seconds of run_download over `paths` served on loopback, start-up included."""
+    name = f"{processes}-{len(paths)}"
     with LoopbackFileServer(str(folder)) as server:
         rows = [{"url": server.url_for(p), "caption": p} for p in paths]
-        pq.write_table(pa.Table.from_pylist(rows), work / f"urls-{processes}.parquet")
+        pq.write_table(pa.Table.from_pylist(rows), work / f"urls-{name}.parquet")
         config = DownloadConfig(
-            url_list=str(work / f"urls-{processes}.parquet"),
+            url_list=str(work / f"urls-{name}.parquet"),
             image_size_px=target_px,
             samples_per_shard=max(1, len(paths) // (4 * processes)),
             processes_count=processes,
             thread_count=16,
         )
         started = time.perf_counter()
-        outcome = run_download(config, StageContext(ArtifactDir(str(work / f"out-{processes}")), {}))
+        outcome = run_download(config, StageContext(ArtifactDir(str(work / f"out-{name}")), {}))
         elapsed = time.perf_counter() - started
     assert outcome.counts.num_out == len(paths), outcome.counts
-    return len(paths) / elapsed
+    return elapsed
 
 
 def main() -> None:
@@ -81,22 +83,37 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=512)
     parser.add_argument("--source-px", type=int, default=256)
     parser.add_argument("--target-px", type=int, default=64)
+    parser.add_argument(
+        "--fit-sizes", type=int, nargs="+", default=[256, 1024, 4096], help="images per fit run"
+    )
     parser.add_argument("--json", default=default_json("download_throughput"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-download-") as tmp:
         folder, work = Path(tmp) / "src", Path(tmp) / "work"
         work.mkdir()
-        paths = write_images(folder, args.num_images, args.source_px)
+        all_paths = write_images(folder, max(args.num_images, *args.fit_sizes), args.source_px)
+        paths = all_paths[: args.num_images]
         ceiling = local_ceiling(folder, paths, args.target_px)
         rows = [("local decode+resize ceiling", 1, ceiling, ceiling)]
         for processes in (1, 2):
-            rate = stage_rate(folder, paths, args.target_px, processes, work)
+            rate = len(paths) / stage_wall(folder, paths, args.target_px, processes, work)
             rows.append((f"download stage, {processes} proc", processes, rate, rate / processes))
+        # One process at several sizes: wall = start + n x per-image splits img2dataset's start-up (process
+        # spawn, the table, shard files) from its steady-state cost per image.
+        walls = [stage_wall(folder, all_paths[:n], args.target_px, 1, work) for n in args.fit_sizes]
+    start_s, per_image_s = fit_start_and_per_item(args.fit_sizes, walls)
+    fit = {
+        "sizes": args.fit_sizes,
+        "walls_s": [round(w, 2) for w in walls],
+        "start_s": round(start_s, 2),
+        "per_core": round(1 / max(per_image_s, 1e-9), 1),
+    }
     result = {
         "bench": "download_throughput",
         "num_images": args.num_images,
         "source_px": args.source_px,
         "target_px": args.target_px,
+        "fit": fit,
         "machine": machine(),
         "rows": [
             {
@@ -116,6 +133,10 @@ def main() -> None:
         print(f"{n:<32}{r:>10.1f}{c:>10.1f}{c / ceiling:>8.3f}")
     print(
         "(the stage figures include img2dataset's start-up: process spawn, reading the table, writing shards)"
+    )
+    print(
+        f"fit over {fit['sizes']} images, 1 process, walls {fit['walls_s']} s: start {fit['start_s']} s, "
+        f"{fit['per_core']} img/s steady ({fit['per_core'] / ceiling:.3f} of the ceiling)"
     )
 
 

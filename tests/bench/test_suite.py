@@ -181,3 +181,18 @@ def test_the_fixed_and_per_image_split_fits_and_is_tabled():
     assert rows["recaption stage, per image (fit over 128/512/2048)"].ratio == 0.8
     assert rows["recaption stage, fixed cost (fit)"].ratio == 1.5
     assert rows["recaption stage (Ray Data + vLLM)"].ratio == 0.25
+
+
+def test_download_fit_rows_are_against_the_local_ceiling():
+    result = {
+        "bench": "download_throughput",
+        "rows": [
+            {"name": "local decode+resize ceiling", "per_core": 1500.0},
+            {"name": "download stage, 1 proc", "per_core": 60.0},
+        ],
+        "fit": {"sizes": [256, 1024, 4096], "start_s": 5.5, "per_core": 1200.0},
+    }
+    rows = {r.name: r for r in suite_rows({"download_throughput": result})}
+    assert rows["download stage, 1 proc, per image (fit over 256/1024/4096)"].ratio == 0.8
+    assert rows["download stage, fixed cost (fit)"].figure == 5.5
+    assert rows["download stage, 1 proc"].ratio == 0.04
