@@ -14,35 +14,15 @@ cores per GPU = that rate / the per-core decode rate with 2 processes measured h
 from __future__ import annotations
 
 import argparse
-import io
 import random
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+from bench.paper_shapes import H100_BF16_TFLOPS, llm2clip_config, make_jpegs
 from bench.result import default_json, machine, write_result
 
-H100_BF16_TFLOPS = 989.0
 TARGET_MFU = 0.4
 SIZE_PX = 336
-
-
-def make_jpegs(count: int, width: int, height: int) -> list[bytes]:
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    out = []
-    for index in range(count):
-        rng = np.random.default_rng(index)
-        noise = rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8)
-        image = Image.fromarray(noise).resize((width, height), Image.BICUBIC)
-        draw = ImageDraw.Draw(image)
-        for _ in range(6):
-            x, y = int(rng.integers(0, width - 60)), int(rng.integers(0, height - 60))
-            draw.ellipse((x, y, x + 60, y + 60), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=90)
-        out.append(buffer.getvalue())
-    return out
 
 
 def decode_and_augment(images: list[bytes], seed: int) -> int:
@@ -74,26 +54,11 @@ def training_flops_per_image() -> float:
     """Forward + backward FLOPs of one ViT-L/14-336 + adapter training image, counted on the meta device."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from transformers import CLIPVisionConfig
 
-    from models.llm2clip import LLM2CLIPConfig, LLM2CLIPModel
+    from models.llm2clip import LLM2CLIPModel
     from ops.clip_loss import clip_loss
 
-    shape = {
-        "hidden_size": 1024,
-        "intermediate_size": 4096,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 16,
-        "image_size": SIZE_PX,
-        "patch_size": 14,
-    }
-    config = LLM2CLIPConfig(
-        vision_config={**CLIPVisionConfig(**shape).to_dict(), "model_type": "clip_vision_model"},
-        llm_dim=4096,
-        adapter_width=1024,
-        adapter_depth=4,
-        projection_dim=1280,
-    )
+    config, _, _ = llm2clip_config(tiny=False)
     batch = 2
     with torch.device("meta"):
         model = LLM2CLIPModel(config)

@@ -17,9 +17,8 @@ import argparse
 import itertools
 import time
 
+from bench.paper_shapes import H100_BF16_TFLOPS, llm2clip_config, loader_feed
 from bench.result import default_json, machine, write_result
-
-H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM
 
 
 def _sync(device) -> None:
@@ -45,38 +44,11 @@ def vision_mfu(
     train_vision's loader) replaces the one batch held on the device."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from transformers import CLIPVisionConfig
 
-    from models.llm2clip import LLM2CLIPConfig, LLM2CLIPModel
+    from models.llm2clip import LLM2CLIPModel
     from pipelines.train_vision.loop import VisionLoopSettings, build_optimizer, train_steps
 
-    shape = (
-        {
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": 64,
-            "patch_size": 16,
-        }
-        if tiny
-        else {
-            "hidden_size": 1024,
-            "intermediate_size": 4096,
-            "num_hidden_layers": 24,
-            "num_attention_heads": 16,
-            "image_size": 336,
-            "patch_size": 14,
-        }
-    )
-    llm_dim = 128 if tiny else 4096
-    config = LLM2CLIPConfig(
-        vision_config={**CLIPVisionConfig(**shape).to_dict(), "model_type": "clip_vision_model"},
-        llm_dim=llm_dim,
-        adapter_width=128 if tiny else 1024,
-        adapter_depth=2 if tiny else 4,
-        projection_dim=64 if tiny else 1280,
-    )
+    config, llm_dim, image_size = llm2clip_config(tiny)
     model = LLM2CLIPModel(config).to(device)
     if option == "gradient_checkpointing":
         model.vision_model.gradient_checkpointing_enable(
@@ -84,7 +56,7 @@ def vision_mfu(
         )
     if option == "compile":
         model.compile()  # as the worker does: in place
-    pixels = torch.randn(batch, 3, shape["image_size"], shape["image_size"], device=device)
+    pixels = torch.randn(batch, 3, image_size, image_size, device=device)
     features = torch.randn(batch, llm_dim, device=device)
     # The production step (pipelines/train_vision/loop.py): the global CLIP loss with gathered features,
     # gradient averaging and clipping, AdamW with layer decay and the warm-up + cosine schedule.
@@ -137,41 +109,6 @@ def vision_mfu(
         "note": f"MFU; {flops / 1e9:.1f} GFLOP/step, {seconds * 1e3:.1f} ms/step",
         "flops_per_step": flops,
     }
-
-
-def loader_feed(work: str, tiny: bool, batch: int, llm_dim: int, processes: int):
-    """train_vision's loader over webdataset shards of ~500 x 620 JPEGs (64 px ones at --tiny) with
-    sidecars of random llm_dim features, decoding in `processes` processes: endless CPU batches."""
-    import io
-    import tarfile
-    from pathlib import Path
-
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    from bench.decode_throughput import make_jpegs
-    from ops.embedding_sidecar import sidecar_table
-    from ops.image_transforms import ImageTransformConfig
-    from pipelines.train_vision.data import training_batches
-    from pipelines.train_vision.records import DataPosition, LoaderSettings
-
-    count = batch * 4
-    images = make_jpegs(count, 64, 64) if tiny else make_jpegs(count, 500, 620)
-    rng = np.random.default_rng(0)
-    keys = [f"{i:06d}" for i in range(count)]
-    tar_path, sidecar = Path(work) / "00000.tar", Path(work) / "00000.parquet"
-    with tarfile.open(tar_path, "w") as tar:
-        for key, data in zip(keys, images):
-            info = tarfile.TarInfo(f"{key}.jpg")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    vectors = [rng.standard_normal(llm_dim).astype(np.float32) for _ in keys]
-    pq.write_table(
-        sidecar_table(keys, {"dense": vectors}, {"dense": [False] * count}, llm_dim, "float16"), sidecar
-    )
-    transform = ImageTransformConfig(size_px=64 if tiny else 336)
-    settings = LoaderSettings(batch, 1.0, batch, 0, None, transform, decode_processes=processes)
-    return training_batches([str(tar_path)], {"00000": str(sidecar)}, settings, 0, 1, DataPosition())
 
 
 def embed_throughput(device, tiny: bool, batch: int, tokens: int, batches: int, peak_tflops: float) -> dict:

@@ -1,0 +1,90 @@
+"""What the GPU and loader benches share at paper shapes: ViT-L/14-336 with the LLM2CLIP adapter (or a toy
+of it), an H100's peak, ~500 x 620 px JPEGs, and train_vision's loader over them."""
+
+from __future__ import annotations
+
+import io
+
+H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM
+
+
+def llm2clip_config(tiny: bool):
+    """(LLM2CLIPConfig, llm_dim, image_size): ViT-L/14-336 + the paper's adapter, or a toy of them."""
+    from transformers import CLIPVisionConfig
+
+    from models.llm2clip import LLM2CLIPConfig
+
+    shape = (
+        {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
+        | {"image_size": 64, "patch_size": 16}
+        if tiny
+        else {
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+        }
+        | {"image_size": 336, "patch_size": 14}
+    )
+    llm_dim = 128 if tiny else 4096
+    config = LLM2CLIPConfig(
+        vision_config={**CLIPVisionConfig(**shape).to_dict(), "model_type": "clip_vision_model"},
+        llm_dim=llm_dim,
+        adapter_width=128 if tiny else 1024,
+        adapter_depth=2 if tiny else 4,
+        projection_dim=64 if tiny else 1280,
+    )
+    return config, llm_dim, shape["image_size"]
+
+
+def make_jpegs(count: int, width: int, height: int) -> list[bytes]:
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    out = []
+    for index in range(count):
+        rng = np.random.default_rng(index)
+        noise = rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8)
+        image = Image.fromarray(noise).resize((width, height), Image.BICUBIC)
+        draw = ImageDraw.Draw(image)
+        for _ in range(6):
+            x, y = int(rng.integers(0, width - 60)), int(rng.integers(0, height - 60))
+            draw.ellipse((x, y, x + 60, y + 60), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def loader_feed(work: str, tiny: bool, batch: int, llm_dim: int, processes: int):
+    """train_vision's loader over webdataset shards of ~500 x 620 JPEGs (64 px ones at --tiny) with
+    sidecars of random llm_dim features, decoding in `processes` processes: endless CPU batches."""
+    import io
+    import tarfile
+    from pathlib import Path
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from ops.embedding_sidecar import sidecar_table
+    from ops.image_transforms import ImageTransformConfig
+    from pipelines.train_vision.data import training_batches
+    from pipelines.train_vision.records import DataPosition, LoaderSettings
+
+    count = batch * 4
+    images = make_jpegs(count, 64, 64) if tiny else make_jpegs(count, 500, 620)
+    rng = np.random.default_rng(0)
+    keys = [f"{i:06d}" for i in range(count)]
+    tar_path, sidecar = Path(work) / "00000.tar", Path(work) / "00000.parquet"
+    with tarfile.open(tar_path, "w") as tar:
+        for key, data in zip(keys, images):
+            info = tarfile.TarInfo(f"{key}.jpg")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    vectors = [rng.standard_normal(llm_dim).astype(np.float32) for _ in keys]
+    pq.write_table(
+        sidecar_table(keys, {"dense": vectors}, {"dense": [False] * count}, llm_dim, "float16"), sidecar
+    )
+    transform = ImageTransformConfig(size_px=64 if tiny else 336)
+    settings = LoaderSettings(batch, 1.0, batch, 0, None, transform, decode_processes=processes)
+    return training_batches([str(tar_path)], {"00000": str(sidecar)}, settings, 0, 1, DataPosition())
