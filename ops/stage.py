@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -87,8 +88,6 @@ def outcome_manifest(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of a finished stage run (written last: it makes the artifact complete)."""
-    import time
-
     return build_manifest(
         stage=spec.name,
         key=key,

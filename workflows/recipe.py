@@ -152,7 +152,7 @@ def merge_recipe_data(base: dict[str, Any], over: dict[str, Any]) -> dict[str, A
     return merged
 
 
-def _read_recipe_data(path: Path, seen: tuple[Path, ...] = ()) -> Any:
+def read_recipe_data(path: Path, seen: tuple[Path, ...] = ()) -> Any:
     """The file's YAML, with `extends: other.yaml` (relative to the file) resolved recursively."""
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
@@ -167,7 +167,7 @@ def _read_recipe_data(path: Path, seen: tuple[Path, ...] = ()) -> Any:
     parent = data.pop("extends")
     if not isinstance(parent, str) or not parent:
         raise ConfigError(f"{path}: extends: expected a recipe file name, got {parent!r}")
-    base = _read_recipe_data(path.parent / parent, (*seen, path.resolve()))
+    base = read_recipe_data(path.parent / parent, (*seen, path.resolve()))
     if not isinstance(base, dict):
         raise ConfigError(f"{path.parent / parent}: recipe: expected a mapping at the top level")
     # A child recipe is its own recipe: it does not inherit the parent's name or MLflow experiment.
@@ -178,4 +178,4 @@ def _read_recipe_data(path: Path, seen: tuple[Path, ...] = ()) -> Any:
 
 def load_recipe(path: str | Path, chain: tuple[StageSpec, ...], overrides: tuple[str, ...] = ()) -> Recipe:
     path = Path(path)
-    return parse_recipe(_read_recipe_data(path), str(path), chain, overrides)
+    return parse_recipe(read_recipe_data(path), str(path), chain, overrides)

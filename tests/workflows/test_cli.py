@@ -44,3 +44,16 @@ def test_config_errors_exit_2_naming_the_field(tmp_path):
     )
     assert result.returncode == 2
     assert "upstream stage scenes has no complete artifact" in result.stderr
+
+
+def test_a_stage_cli_reads_a_recipe_section_through_extends():
+    """configs/cc3m.yaml keeps only its url table; its embed section comes from the base it extends."""
+    import argparse
+
+    from pipelines.embed.stage import STAGE
+    from workflows.cli.standalone import section_config
+
+    args = argparse.Namespace(config=str(REPO_ROOT / "configs" / "cc3m.yaml"), overrides=["num_actors=2"])
+    config = section_config(args, STAGE, {"encoder": "owner/encoder"})
+    assert config.dense_caption_source == "recaption" and config.dtype == "float16"
+    assert config.batch_size == 256 and config.num_actors == 2 and config.encoder == "owner/encoder"

@@ -11,13 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ops.artifact_dir import ArtifactDir
 from ops.config_schema import ConfigError, build_config
 from ops.hashing import content_key
 from ops.stage import StageContext, StageOutcome, StageSpec, outcome_manifest
-from workflows.recipe import apply_override
+from workflows.recipe import apply_override, read_recipe_data
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser, section: str, uses_ray: bool = True) -> None:
@@ -33,7 +31,8 @@ def section_config(args: argparse.Namespace, spec: StageSpec, extra: dict[str, A
     """The stage's config from --config's section, then --set overrides, then `extra` (explicit flags)."""
     section: dict = {}
     if args.config:
-        recipe = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+        # Resolved as the workflow resolves it: a dataset recipe's sections come from `extends:` too.
+        recipe = read_recipe_data(Path(args.config)) or {}
         section = dict(recipe.get(spec.name) or {})
     for assignment in args.overrides:
         apply_override(section, assignment)
