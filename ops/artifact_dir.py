@@ -73,6 +73,11 @@ class ArtifactDir:
         listed = self.fs.ls(self._fresh(self.child_path(relative)), detail=False)
         return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in listed)
 
+    def remove(self, relative: str) -> None:
+        """Delete one file below this directory; nothing happens when it is already gone."""
+        if self.exists(relative):
+            self.fs.rm(self.child_path(relative))
+
     def write_bytes_atomic(self, relative: str, data: bytes) -> None:
         final = self.child_path(relative)
         self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)

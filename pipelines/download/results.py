@@ -12,10 +12,36 @@ from ops.manifest import StageCounts, count_reasons
 from ops.stage import StageContext, StageOutcome
 from pipelines.download.config import SCENE_COLUMNS, SHARDS_DIR
 
+STATS_FIELDS = ("count", "successes", "failed_to_download", "failed_to_resize", "duration")
+
 
 def shard_stats(artifact: ArtifactDir) -> dict[int, dict]:
+    """img2dataset's stats of each finished shard, by shard id. Raises on a stats file that does not
+    parse: call discard_partial_stats first on a folder a killed run may have left."""
     names = [n for n in artifact.list(SHARDS_DIR) if n.endswith("_stats.json")]
     return {int(n.split("_")[0]): artifact.read_json(f"{SHARDS_DIR}/{n}") for n in names}
+
+
+def discard_partial_stats(artifact: ArtifactDir) -> list[int]:
+    """Remove the stats files a kill left half-written, and return their shard ids.
+
+    img2dataset writes `{shard}_stats.json` in place, after the shard's tar and status parquet, and its
+    incremental mode counts any such file as a finished shard. A run killed during that write leaves an
+    empty or truncated file: removed here, img2dataset downloads the shard again and rewrites all three
+    files, where keeping it would skip the shard and then fail reading its stats."""
+    partial = []
+    for name in artifact.list(SHARDS_DIR):
+        if not name.endswith("_stats.json"):
+            continue
+        try:
+            stats = artifact.read_json(f"{SHARDS_DIR}/{name}")
+            complete = isinstance(stats, dict) and all(field in stats for field in STATS_FIELDS)
+        except (ValueError, UnicodeDecodeError):  # json.JSONDecodeError is a ValueError
+            complete = False
+        if not complete:
+            artifact.remove(f"{SHARDS_DIR}/{name}")
+            partial.append(int(name.split("_")[0]))
+    return sorted(partial)
 
 
 def collect_rejected(artifact: ArtifactDir, shard_ids: list[int]) -> pa.Table:

@@ -29,7 +29,7 @@ from pipelines.download.config import (
     DownloadConfig,
     download_inputs,
 )
-from pipelines.download.results import shard_stats, summarize_download
+from pipelines.download.results import discard_partial_stats, shard_stats, summarize_download
 from pipelines.download.url_tables import scenes_url_table, sources_url_table
 
 
@@ -48,6 +48,9 @@ def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
 
     started = time.perf_counter()
     artifact = ctx.artifact
+    redone = discard_partial_stats(artifact)
+    if redone:
+        print(f"[download] shards {redone} have half-written stats (a killed run): redoing them", flush=True)
     done_before = set(shard_stats(artifact))
     with contextlib.ExitStack() as stack:
         if config.url_list:
