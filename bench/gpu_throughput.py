@@ -20,6 +20,9 @@ import time
 from bench.paper_shapes import H100_BF16_TFLOPS, llm2clip_config, loader_feed
 from bench.result import default_json, machine, write_result
 
+# train_vision's GPU options, each timed in a row of its own
+OPTIONS = ("fused_adamw", "gradient_checkpointing", "compile", "bf16_weights")
+
 
 def _sync(device) -> None:
     import torch
@@ -38,15 +41,20 @@ def vision_mfu(
     flops: float | None = None,
     loader_batches=None,
 ) -> dict:
-    """One row: the production step, as is or with one GPU option of train_vision's config ("fused_adamw",
-    "compile", "gradient_checkpointing"). MFU counts the model's FLOPs (`flops`, per step: the plain step's
-    count), not recomputed ones, as MFU is defined. `loader_batches` (an iterator of CPU batches from
-    train_vision's loader) replaces the one batch held on the device."""
+    """One row: the production step, as is or with one of train_vision's GPU options (OPTIONS). MFU
+    counts the model's FLOPs (`flops`, per step: the plain step's count), not recomputed ones, as MFU is
+    defined. `loader_batches` (an iterator of CPU batches from train_vision's loader) replaces the one
+    batch held on the device."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from models.llm2clip import LLM2CLIPModel
-    from pipelines.train_vision.loop import VisionLoopSettings, build_optimizer, train_steps
+    from pipelines.train_vision.loop import (
+        VisionLoopSettings,
+        build_optimizer,
+        to_training_precision,
+        train_steps,
+    )
 
     config, llm_dim, image_size = llm2clip_config(tiny)
     model = LLM2CLIPModel(config).to(device)
@@ -68,8 +76,10 @@ def vision_mfu(
         max_grad_norm=5.0,
         layer_decay=0.85,
         fused_adamw=option == "fused_adamw",
+        bf16_weights=option == "bf16_weights",
     )
-    optimizer, scheduler = build_optimizer(model, settings)
+    master = to_training_precision(model, settings)
+    optimizer, scheduler = build_optimizer(model, settings, master)
     autocast = torch.bfloat16 if device.type == "cuda" else None
     done = {"steps": 0}
 
@@ -85,6 +95,7 @@ def vision_mfu(
             lambda step, metrics: None,
             device,
             autocast,
+            master,
         )
 
     if flops is None:
@@ -93,11 +104,16 @@ def vision_mfu(
         flops = counter.get_total_flops()
     run_steps(2)  # warm-up (and, with compile, the compilation)
     _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     began = time.perf_counter()
     run_steps(steps)
     _sync(device)
     seconds = (time.perf_counter() - began) / steps
     mfu = flops / seconds / (peak_tflops * 1e12)
+    memory = (
+        f", peak {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if device.type == "cuda" else ""
+    )
     return {
         "name": f"vision step, {'tiny ViT' if tiny else 'ViT-L/14-336'} + adapter, batch {batch}"
         + (f", {option}" if option else "")
@@ -106,7 +122,7 @@ def vision_mfu(
         "unit": "img/s",
         "baseline": f"peak bf16 {peak_tflops:g} TFLOP/s",
         "ratio": float(f"{mfu:.3g}"),
-        "note": f"MFU; {flops / 1e9:.1f} GFLOP/step, {seconds * 1e3:.1f} ms/step",
+        "note": f"MFU; {flops / 1e9:.1f} GFLOP/step, {seconds * 1e3:.1f} ms/step{memory}",
         "flops_per_step": flops,
     }
 
@@ -172,8 +188,8 @@ def main() -> None:
     parser.add_argument(
         "--options",
         nargs="*",
-        default=["fused_adamw", "gradient_checkpointing", "compile"],
-        choices=["fused_adamw", "gradient_checkpointing", "compile"],
+        default=list(OPTIONS),
+        choices=OPTIONS,
         help="train_vision GPU options, each timed in a row of its own beside the plain step",
     )
     parser.add_argument(

@@ -93,7 +93,9 @@ class LLMFeatureAdapter(nn.Module):
         self.output = nn.Linear(width, out_dim, bias=False)
 
     def forward(self, llm_embeddings: torch.Tensor) -> torch.Tensor:
-        x = self.input(F.normalize(llm_embeddings.float(), dim=-1))
+        # normalised in fp32, then in the adapter's own dtype (bf16 when trained with bf16 weights)
+        x = F.normalize(llm_embeddings.float(), dim=-1).to(self.input.weight.dtype)
+        x = self.input(x)
         for block in self.blocks:
             x = block(x)
         return self.output(self.norm(x))

@@ -39,6 +39,9 @@ class TrainVisionConfig:
     # GPU options; they change numerics in the last bits, so they are part of the key once set.
     fused_adamw: bool = dataclasses.field(default=False, metadata=IN_KEY_WHEN_SET)  # one fused AdamW kernel
     compile: bool = dataclasses.field(default=False, metadata=IN_KEY_WHEN_SET)  # torch.compile the model
+    # bf16 weights, with the optimizer on fp32 master copies: half the weight memory and traffic; the
+    # export holds the fp32 masters. Usually with use_gpu (bf16 autocast then changes nothing more).
+    bf16_weights: bool = dataclasses.field(default=False, metadata=IN_KEY_WHEN_SET)
     prefetch_batches: int = dataclasses.field(default=2, metadata=NOT_IN_KEY)  # per decode process
     num_workers: int = 2
     use_gpu: bool = False

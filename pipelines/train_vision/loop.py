@@ -13,6 +13,7 @@ import torch
 from models.llm2clip import LLM2CLIPModel
 from ops.clip_loss import clip_loss
 from ops.distributed import average_gradients, gather_with_grad, rank_and_world
+from ops.master_weights import MasterWeights
 from ops.schedules import warmup_cosine_scheduler
 
 
@@ -25,6 +26,17 @@ class VisionLoopSettings:
     max_grad_norm: float
     layer_decay: float = 1.0  # vision layer i of n trains at lr * layer_decay ** (n - i); 1.0 = off
     fused_adamw: bool = False  # torch's fused AdamW kernel (one launch for every parameter on GPU)
+    bf16_weights: bool = False  # the model in bf16, the optimizer on fp32 master copies
+
+
+def to_training_precision(model: LLM2CLIPModel, settings: VisionLoopSettings) -> MasterWeights | None:
+    """With bf16_weights, the fp32 master copies of the trainable weights (taken before the model is cast
+    to bf16, so they start exact); None otherwise, and the model stays as it is."""
+    if not settings.bf16_weights:
+        return None
+    master = MasterWeights(model)
+    model.to(torch.bfloat16)  # in place: the parameters stay the same objects, so the pairs hold
+    return master
 
 
 def _vision_depth(name: str, num_layers: int) -> int | None:
@@ -41,12 +53,22 @@ def _vision_depth(name: str, num_layers: int) -> int | None:
     return num_layers + 1
 
 
-def build_optimizer(model: LLM2CLIPModel, settings: VisionLoopSettings):
+def for_export(model: LLM2CLIPModel, master: MasterWeights | None) -> LLM2CLIPModel:
+    """The trained model as it is saved: on CPU, in eval mode, and in fp32 with the master copies' values
+    when it trained with bf16 weights (not their bf16 rounding)."""
+    model = model.cpu().eval()
+    if master:
+        model.float()
+        master.write_back()
+    return model
+
+
+def build_optimizer(model: LLM2CLIPModel, settings: VisionLoopSettings, master: MasterWeights | None = None):
     """AdamW with layer-wise lr decay over the vision tower; no weight decay on biases, norms and the
-    logit scale; cosine schedule with linear warmup."""
+    logit scale; cosine schedule with linear warmup. With `master`, it steps the fp32 master copies."""
     num_layers = model.vision_model.config.num_hidden_layers
     groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
-    for name, parameter in model.named_parameters():
+    for name, parameter in (master or model).named_parameters():
         if not parameter.requires_grad:
             continue
         depth = _vision_depth(name, num_layers)
@@ -65,11 +87,12 @@ def step_loss(model: LLM2CLIPModel, pixel_values: torch.Tensor, llm_embeddings: 
     """This worker's share of the global CLIP loss: local rows against every worker's rows."""
     rank, _ = rank_and_world()
     out = model(pixel_values=pixel_values, llm_embeddings=llm_embeddings)
-    image, text = out["image_embeds"], out["text_embeds"]
+    # fp32 from here on (a no-op for an fp32 model): bf16 weights give bf16 features
+    image, text = out["image_embeds"].float(), out["text_embeds"].float()
     return clip_loss(
         image,
         text,
-        out["logit_scale"],
+        out["logit_scale"].float(),
         gather_with_grad(image),
         gather_with_grad(text),
         labels_offset=rank * image.shape[0],
@@ -86,11 +109,13 @@ def train_steps(
     on_step: Callable[[int, dict[str, float]], None],
     device: torch.device,
     autocast_dtype: torch.dtype | None = None,
+    master: MasterWeights | None = None,
 ) -> int:
-    """Optimise until max_steps; on_step(step, metrics) after each step (logging, checkpoints, eval)."""
+    """Optimise until max_steps; on_step(step, metrics) after each step (logging, checkpoints, eval).
+    With `master` (bf16 weights), gradients are averaged, clipped and applied in fp32 on the copies."""
     model.train()
     step = start_step
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable = master.parameters() if master else [p for p in model.parameters() if p.requires_grad]
     iterator = iter(batches)
     while step < settings.max_steps:  # checked before drawing: an unused batch would move the data position
         drawn = next(iterator, None)
@@ -101,9 +126,13 @@ def train_steps(
             loss = step_loss(model, pixel_values.to(device), llm_embeddings.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if master:
+            master.take_gradients()
         average_gradients(trainable)
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
         optimizer.step()
+        if master:
+            master.write_back()
         scheduler.step()
         step += 1
         on_step(
@@ -119,10 +148,20 @@ def train_steps(
     return step
 
 
-def training_state(model, optimizer, scheduler, step: int, positions: list[dict[str, int]]) -> dict[str, Any]:
-    """Everything a resumed run needs to take the same next step: weights, optimizer, schedule, every
-    worker's data position, torch's RNG. Plain tensors and builtins only (loads with weights_only)."""
+def training_state(
+    model,
+    optimizer,
+    scheduler,
+    step: int,
+    positions: list[dict[str, int]],
+    master: MasterWeights | None = None,
+) -> dict[str, Any]:
+    """Everything a resumed run needs to take the same next step: weights (and their fp32 master copies),
+    optimizer, schedule, every worker's data position, torch's RNG. Plain tensors and builtins only
+    (loads with weights_only)."""
+    extra = {"master": master.state_dict()} if master else {}
     return {
+        **extra,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -132,8 +171,14 @@ def training_state(model, optimizer, scheduler, step: int, positions: list[dict[
     }
 
 
-def restore_training_state(state: dict[str, Any], model, optimizer, scheduler) -> int:
+def restore_training_state(
+    state: dict[str, Any], model, optimizer, scheduler, master: MasterWeights | None = None
+) -> int:
     model.load_state_dict(state["model"])
+    if master:
+        if "master" not in state:
+            raise ValueError("train_vision: bf16_weights is set but the checkpoint has no master weights")
+        master.load_state_dict(state["master"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])

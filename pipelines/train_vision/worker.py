@@ -42,7 +42,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     from pipelines.train_vision.loop import (
         VisionLoopSettings,
         build_optimizer,
+        for_export,
         restore_training_state,
+        to_training_precision,
         train_steps,
         training_state,
     )
@@ -58,14 +60,15 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             gradient_checkpointing_kwargs={"use_reentrant": False}
         )
     model.to(device)
+    loop = settings_from(VisionLoopSettings, config)
+    master = to_training_precision(model, loop)
     if config.compile:  # in place: parameter names, checkpoints and the export stay as they are
         model.compile()
-    loop = settings_from(VisionLoopSettings, config)
-    optimizer, scheduler = build_optimizer(model, loop)
+    optimizer, scheduler = build_optimizer(model, loop, master)
     position, start_step = DataPosition(), 0
     state = restored_state(map_location="cpu")
     if state is not None:
-        start_step = restore_training_state(state, model, optimizer, scheduler)
+        start_step = restore_training_state(state, model, optimizer, scheduler, master)
         if len(state["positions"]) == world:
             position = DataPosition(**state["positions"][rank])
         else:  # another worker count deals shards differently: start the next epoch afresh
@@ -113,17 +116,17 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                     "start_step": start_step,
                     "loop_s": now - clock["loop_started"],
                 },
-                lambda: training_state(model, optimizer, scheduler, step, positions),
+                lambda: training_state(model, optimizer, scheduler, step, positions, master),
                 rank,
             )
 
-    train_steps(model, batches, loop, optimizer, scheduler, start_step, on_step, device, autocast)
+    train_steps(model, batches, loop, optimizer, scheduler, start_step, on_step, device, autocast, master)
     if rank == 0:
         final = evaluate(model, held_out, device)
         metrics_log.log({f"eval_{k}": v for k, v in final.items()}, config.max_steps)
         artifact = ArtifactDir(job.links.artifact_uri)
         artifact.write_json_atomic("eval.json", final)
-        model = model.cpu().eval()
+        model = for_export(model, master)
         with artifact.local_dir("export") as folder:
             save_export(model, transform, folder)
         with artifact.local_dir("vision_tower") as folder:
