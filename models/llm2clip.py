@@ -1,9 +1,15 @@
 """The LLM2CLIP model: a vision tower with a projection, and on the text side an adapter over frozen LLM
 caption embeddings (precomputed by the embed stage), meeting in one shared space.
 
-Only the vision side and the adapter train; the LLM is never loaded here. The exported folder loads with
-`LLM2CLIPModel.from_pretrained(folder)` (safetensors) and offers `get_image_features(pixel_values)` and
-`get_text_features(llm_embeddings)`, as the LLM2CLIP model card does.
+Only the vision side and the adapter train; the LLM is never loaded here. The model offers
+`get_image_features(pixel_values)` and `get_text_features(llm_embeddings)`, as the LLM2CLIP model card
+does.
+
+This file is self-contained on purpose (torch, transformers and the sibling timm_tower.py only, imported
+relatively): an export folder ships a copy of it as `modeling_llm2clip.py`, which `AutoModel` loads with
+`trust_remote_code=True` on a machine without this project. Imported as the project's own module, it
+registers the `llm2clip` model type with AutoConfig / AutoModel, so the same folder also loads without
+remote code wherever the project is installed.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from models.timm_tower import TimmVisionConfig, TimmVisionTower
+from .timm_tower import TimmVisionConfig, TimmVisionTower
 
 VISION_TOWERS = {
     "clip_vision_model": (CLIPVisionConfig, CLIPVisionModel),
@@ -33,8 +39,10 @@ MAX_LOGIT_SCALE = 100.0  # CLIP's clamp: temperature never below 0.01
 
 
 class LLM2CLIPConfig(PretrainedConfig):
-    """Sizes: llm_dim is the text encoder's embedding size (the sidecars' dim); adapter_width and
-    adapter_depth shape the residual MLP; projection_dim is the shared space."""
+    """Sizes: llm_dim is the text encoder's embedding size (the sidecars' dim); the adapter is an input
+    projection to adapter_width (or none: then the blocks run at llm_dim, as in the official release),
+    adapter_depth residual MLP blocks of hidden size adapter_expansion x width, a LayerNorm and an output
+    projection (with a bias or not) into projection_dim, the shared space."""
 
     model_type = "llm2clip"
 
@@ -47,6 +55,9 @@ class LLM2CLIPConfig(PretrainedConfig):
         projection_dim: int = 1280,
         adapter_dropout: float = 0.0,
         logit_scale_init: float = math.log(1 / 0.07),
+        adapter_expansion: int = 4,
+        adapter_input_projection: bool = True,
+        adapter_output_bias: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -63,6 +74,14 @@ class LLM2CLIPConfig(PretrainedConfig):
         self.projection_dim = projection_dim
         self.adapter_dropout = adapter_dropout
         self.logit_scale_init = logit_scale_init
+        self.adapter_expansion = adapter_expansion
+        self.adapter_input_projection = adapter_input_projection
+        self.adapter_output_bias = adapter_output_bias
+        if not adapter_input_projection and adapter_width != llm_dim:
+            raise ValueError(
+                f"adapter_width ({adapter_width}) must equal llm_dim ({llm_dim}) when the adapter has no "
+                "input projection (adapter_input_projection=False): its blocks run at the LLM's width"
+            )
 
     def vision_tower_config(self) -> PretrainedConfig:
         config_cls, _ = VISION_TOWERS[self.vision_config["model_type"]]
@@ -70,11 +89,14 @@ class LLM2CLIPConfig(PretrainedConfig):
 
 
 class ResidualMlpBlock(nn.Module):
-    def __init__(self, width: int, dropout: float):
+    """Pre-LN residual MLP: x + Linear(GELU(Linear(LayerNorm(x)))), hidden size expansion x width."""
+
+    def __init__(self, width: int, dropout: float, expansion: int = 4):
         super().__init__()
+        hidden = expansion * width
         self.norm = nn.LayerNorm(width)
         self.mlp = nn.Sequential(
-            nn.Linear(width, 4 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * width, width)
+            nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,19 +104,29 @@ class ResidualMlpBlock(nn.Module):
 
 
 class LLMFeatureAdapter(nn.Module):
-    """LLM2CLIP's text-side adapter: L2-normalised LLM features -> linear -> residual MLP blocks ->
-    LayerNorm -> linear into the shared space."""
+    """LLM2CLIP's text-side adapter: L2-normalised LLM features -> linear (optional) -> residual MLP
+    blocks -> LayerNorm -> linear into the shared space."""
 
-    def __init__(self, llm_dim: int, width: int, depth: int, out_dim: int, dropout: float = 0.0):
+    def __init__(
+        self,
+        llm_dim: int,
+        width: int,
+        depth: int,
+        out_dim: int,
+        dropout: float = 0.0,
+        expansion: int = 4,
+        input_projection: bool = True,
+        output_bias: bool = False,
+    ):
         super().__init__()
-        self.input = nn.Linear(llm_dim, width)
-        self.blocks = nn.ModuleList(ResidualMlpBlock(width, dropout) for _ in range(depth))
+        self.input = nn.Linear(llm_dim, width) if input_projection else nn.Identity()
+        self.blocks = nn.ModuleList(ResidualMlpBlock(width, dropout, expansion) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
-        self.output = nn.Linear(width, out_dim, bias=False)
+        self.output = nn.Linear(width, out_dim, bias=output_bias)
 
     def forward(self, llm_embeddings: torch.Tensor) -> torch.Tensor:
         # normalised in fp32, then in the adapter's own dtype (bf16 when trained with bf16 weights)
-        x = F.normalize(llm_embeddings.float(), dim=-1).to(self.input.weight.dtype)
+        x = F.normalize(llm_embeddings.float(), dim=-1).to(self.norm.weight.dtype)
         x = self.input(x)
         for block in self.blocks:
             x = block(x)
@@ -119,6 +151,9 @@ class LLM2CLIPModel(PreTrainedModel):
             config.adapter_depth,
             config.projection_dim,
             config.adapter_dropout,
+            config.adapter_expansion,
+            config.adapter_input_projection,
+            config.adapter_output_bias,
         )
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
         self.post_init()
@@ -158,3 +193,10 @@ class LLM2CLIPModel(PreTrainedModel):
     def save_vision_tower(self, folder) -> None:
         """The vision tower alone, as a standard HF vision-model folder (LLaVA-style downstream use)."""
         self.vision_model.save_pretrained(folder, safe_serialization=True)
+
+
+if __name__ == "models.llm2clip":  # the project's module, not an export's copy loaded as remote code
+    from transformers import AutoConfig, AutoModel
+
+    AutoConfig.register(LLM2CLIPConfig.model_type, LLM2CLIPConfig)
+    AutoModel.register(LLM2CLIPConfig, LLM2CLIPModel)

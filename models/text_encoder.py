@@ -1,7 +1,14 @@
-"""An LLM as a caption encoder (LLM2Vec / LLM2CLIP): bidirectional attention, mean pooling, L2 norm.
+"""An LLM as a caption encoder (LLM2Vec / LLM2CLIP): bidirectional attention, mean pooling.
 
-Pooling averages the hidden states of the caption's own tokens: padding, BOS and the optional
-instruction prefix are excluded, so the same caption gets the same embedding in any batch.
+Two poolings:
+- "mean" (this project's encoders): right padding; the mean of the caption's own tokens' hidden states
+  (padding, BOS and the optional instruction prefix left out), L2-normalised, so the same caption gets
+  the same embedding in any batch.
+- "llm2vec" (the official LLM2CLIP text encoders, e.g. LLM2CLIP-Llama-3-8B-Instruct-CC-Finetuned, read
+  as LLM2Vec reads them): the caption wrapped in the chat template (Llama-3's user turn by default), left
+  padding, the mean over the caption's tokens and the template's closing tokens (`<|eot_id|>`), taken in
+  the model's dtype, not normalised, returned as float32. LLM2Vec counts those tokens by tokenizing
+  them alone and pools that many last positions; so does this, to give its embeddings.
 """
 
 from __future__ import annotations
@@ -15,20 +22,58 @@ from torch import nn
 
 from ops.config_schema import check
 
+CAPTION = "{caption}"
+# The Llama-3 Instruct user turn that LLM2Vec wraps every text in for Llama-3 Instruct models.
+LLAMA3_USER_TURN = "<|start_header_id|>user<|end_header_id|>\n\n{caption}<|eot_id|>"
+
 
 @dataclasses.dataclass(frozen=True)
 class TextEncoderConfig:
-    pooling: Literal["mean"] = "mean"
+    pooling: Literal["mean", "llm2vec"] = "mean"
     bidirectional: bool = True  # remove the causal mask, as LLM2Vec does before contrastive training
     max_length: int = 512  # tokens per caption, instruction included; longer captions are truncated
     instruction: str = ""  # prepended to every caption and excluded from pooling, e.g. "Caption: "
+    template: str = CAPTION  # llm2vec pooling: the text around the caption, "{caption}" marks its place
 
     def __post_init__(self):
         check(self.max_length > 1, "max_length", "more than one token", self.max_length)
+        check(self.template.count(CAPTION) == 1, "template", f"one {CAPTION} placeholder", self.template)
+        check(
+            self.pooling == "llm2vec" or self.template == CAPTION,
+            "template",
+            f"{CAPTION} alone unless pooling is llm2vec",
+            self.template,
+        )
+
+    @classmethod
+    def llm2vec(cls, template: str = LLAMA3_USER_TURN, max_length: int = 512) -> TextEncoderConfig:
+        """The official LLM2CLIP text encoders' settings: LLM2Vec's mean pooling over the Llama-3 user
+        turn, bidirectional attention, 512 tokens."""
+        return cls(pooling="llm2vec", bidirectional=True, max_length=max_length, template=template)
+
+    def full_text(self, caption: str) -> str:
+        """What is tokenized for a caption: the instruction and caption, wrapped in the template."""
+        if self.pooling != "llm2vec":
+            return self.instruction + caption
+        return self._llm2vec_parts(caption)[0]
+
+    def _llm2vec_parts(self, caption: str) -> tuple[str, str]:
+        """(the full text, its pooled tail) as LLM2Vec builds them: it joins "instruction <sep>caption",
+        wraps it, stripping it first when there is a template (which, the joined text starting with the
+        instruction or the separator, takes only the caption's trailing whitespace), and pools the part
+        after the separator."""
+        prefix, suffix = self.template.split(CAPTION)
+        head = f"{self.instruction.strip()} " if self.instruction else ""
+        if self.template != CAPTION:
+            caption = caption.rstrip()
+        return prefix + head + caption + suffix, caption + suffix
 
 
 def build_text_inputs(tokenizer, texts: list[str], config: TextEncoderConfig) -> dict[str, torch.Tensor]:
-    """input_ids, attention_mask and pool_mask (1 on the caption's own tokens), right-padded."""
+    """input_ids, attention_mask and pool_mask (1 on the tokens pooled): right-padded for "mean" pooling,
+    left-padded for "llm2vec"."""
+    if config.pooling == "llm2vec":
+        return _llm2vec_inputs(tokenizer, texts, config)
     full = [config.instruction + text for text in texts]
     batch = tokenizer(full, padding=True, truncation=True, max_length=config.max_length, return_tensors="pt")
     if tokenizer.padding_side != "right":
@@ -54,6 +99,32 @@ def build_text_inputs(tokenizer, texts: list[str], config: TextEncoderConfig) ->
     }
 
 
+def _llm2vec_inputs(tokenizer, texts: list[str], config: TextEncoderConfig) -> dict[str, torch.Tensor]:
+    """LLM2Vec's tokenization: the wrapped texts left-padded (with BOS), and a pool mask on the last n
+    positions of each row, n being the token count of its pooled tail tokenized alone."""
+    parts = [config._llm2vec_parts(text) for text in texts]
+    batch = tokenizer(
+        [full for full, _ in parts],
+        padding=True,
+        truncation=True,
+        max_length=config.max_length,
+        return_tensors="pt",
+        padding_side="left",
+    )
+    pool_mask = torch.zeros_like(batch["attention_mask"])
+    for row, (_, tail) in enumerate(parts):
+        count = len(
+            tokenizer(tail, truncation=True, max_length=config.max_length, add_special_tokens=False).input_ids
+        )
+        if count:
+            pool_mask[row, -count:] = 1
+    return {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch["attention_mask"],
+        "pool_mask": pool_mask,
+    }
+
+
 def bidirectional_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """[batch, 1, T, T] boolean mask: every token sees every real token. A 2D mask would make
     transformers build a causal mask again; an explicit 4D mask is taken as given."""
@@ -66,8 +137,15 @@ def mean_pool(hidden: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
+def llm2vec_pool(hidden: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:
+    """LLM2Vec's mean: of each row's last n hidden states (n = its pool mask's count), in their dtype."""
+    counts = pool_mask.sum(dim=1).tolist()
+    return torch.stack([hidden[row, -count:].mean(dim=0) for row, count in enumerate(counts)])
+
+
 class LLMTextEncoder(nn.Module):
-    """Wraps a decoder-only base model (e.g. LlamaModel); returns one L2-normalised vector per caption."""
+    """Wraps a decoder-only base model (e.g. LlamaModel); returns one vector per caption: L2-normalised
+    with "mean" pooling, as LLM2Vec gives it (float32, not normalised) with "llm2vec"."""
 
     def __init__(self, backbone: nn.Module, config: TextEncoderConfig):
         super().__init__()
@@ -79,6 +157,8 @@ class LLMTextEncoder(nn.Module):
     ) -> torch.Tensor:
         mask = bidirectional_mask(attention_mask) if self.config.bidirectional else attention_mask
         hidden = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        if self.config.pooling == "llm2vec":
+            return llm2vec_pool(hidden, pool_mask).float()
         return F.normalize(mean_pool(hidden.float(), pool_mask), dim=-1)
 
     @torch.no_grad()

@@ -99,13 +99,40 @@ def save_text_encoder(encoder: LLMTextEncoder, tokenizer, folder: str | Path) ->
     (folder / ENCODER_CONFIG_NAME).write_text(json.dumps(dataclasses.asdict(encoder.config), indent=2))
 
 
+ENCODER_PRESETS = ("", "llm2vec")  # "": the folder's encoder_config.json; "llm2vec": an LLM2Vec-format model
+
+
+def open_text_encoder(
+    reference: str, preset: str = "", trust_remote_code: bool = False
+) -> tuple[LLMTextEncoder, object]:
+    """(encoder, tokenizer) by reference: a local folder, an object-store folder or (llm2vec) an HF id.
+
+    preset "": a text-encoder folder this project wrote (encoder_config.json says how it pools).
+    preset "llm2vec": an LLM2Vec-format model such as microsoft/LLM2CLIP-Llama-3-8B-Instruct-CC-Finetuned,
+    loaded as a plain model of its type (a bidirectional Llama's weights are a LlamaModel's; the encoder
+    removes the causal mask itself), so its remote code is not needed; read with
+    TextEncoderConfig.llm2vec(), the official embedding."""
+    from ops.model_files import local_model
+
+    if preset == "llm2vec":
+        backbone, tokenizer = load_backbone(reference, trust_remote_code=trust_remote_code)
+        return LLMTextEncoder(backbone.eval(), TextEncoderConfig.llm2vec()), tokenizer
+    if preset:
+        raise ValueError(f"encoder preset {preset!r}: expected one of {ENCODER_PRESETS}")
+    with local_model(reference) as folder:
+        return load_text_encoder(folder, trust_remote_code=trust_remote_code)
+
+
 def load_text_encoder(folder: str | Path, trust_remote_code: bool = False) -> tuple[LLMTextEncoder, object]:
     from transformers import AutoModel, AutoTokenizer
 
     folder = Path(folder)
     config_path = folder / ENCODER_CONFIG_NAME
     if not config_path.is_file():
-        raise FileNotFoundError(f"{folder}: no {ENCODER_CONFIG_NAME}; not a text-encoder folder")
+        raise FileNotFoundError(
+            f"{folder}: no {ENCODER_CONFIG_NAME}; not a text-encoder folder of this project "
+            "(an LLM2Vec-format model, as the official LLM2CLIP encoders are, needs encoder_preset: llm2vec)"
+        )
     config = build_config(TextEncoderConfig, json.loads(config_path.read_text()), ENCODER_CONFIG_NAME)
     backbone = AutoModel.from_pretrained(folder, trust_remote_code=trust_remote_code, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)

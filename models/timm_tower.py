@@ -39,7 +39,10 @@ class TimmVisionConfig(PretrainedConfig):
 
 def _create(name: str, image_size: int | None, pretrained: bool) -> nn.Module:
     """A headless timm model (pooled features out); image_size None keeps the model's default."""
-    import timm  # needs torchvision: GPU profile only
+    try:  # (a try block also keeps transformers' remote-code import check from requiring timm)
+        import timm  # needs torchvision: GPU profile only
+    except ImportError as error:
+        raise ImportError(f"the timm tower {name!r} needs timm and torchvision (the GPU profile)") from error
 
     size = {"img_size": image_size} if image_size else {}
     return timm.create_model(name, pretrained=pretrained, num_classes=0, **size)

@@ -76,11 +76,13 @@ def _to_tensor(image: Image.Image, config: ImageTransformConfig) -> torch.Tensor
 
 
 def eval_transform(image: Image.Image, config: ImageTransformConfig) -> torch.Tensor:
-    """Resize the short side to size_px (bicubic), centre-crop a square."""
+    """Resize the short side to size_px (bicubic), centre-crop a square: what CLIPImageProcessor does, to
+    the bit (the long side is truncated, not rounded, as transformers sizes it), so an export's
+    preprocessor_config.json reproduces the evaluation's pixels."""
     width, height = image.size
     scale = config.size_px / min(width, height)
     resized = image.resize(
-        (max(config.size_px, round(width * scale)), max(config.size_px, round(height * scale))), Image.BICUBIC
+        (max(config.size_px, int(width * scale)), max(config.size_px, int(height * scale))), Image.BICUBIC
     )
     left = (resized.width - config.size_px) // 2
     top = (resized.height - config.size_px) // 2

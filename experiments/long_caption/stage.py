@@ -190,8 +190,9 @@ STAGE = StageSpec(
     name="long_caption_experiment",
     # 2: clip_long, second-language captions, CRA of three LLMs, validation split; 3: runs as Ray tasks of
     # cpus_per_run threads, text towers take short and long captions apart (float sums may differ);
-    # 4: recall by length counts ties as misses, as the table does (argmax gave ties to the first row)
-    code_version="4",
+    # 4: recall by length counts ties as misses, as the table does (argmax gave ties to the first row);
+    # 5: held-out images resized as CLIPImageProcessor does
+    code_version="5",
     config_cls=LongCaptionExperimentConfig,
     inputs=("download", "tiny_models", "lm_pretrain", "finetune_text"),
     run=run_long_caption_experiment,

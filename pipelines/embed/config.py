@@ -4,13 +4,18 @@ section holds them."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from ops.config_schema import check, check_model_reference
+from ops.hashing import IN_KEY_WHEN_SET
 
 
 @dataclasses.dataclass(frozen=True)
 class EmbedConfig:
     encoder: str = ""  # a text-encoder folder (path or URI); "" = the finetune_text stage's encoder
+    # "" = the encoder folder's own encoder_config.json; "llm2vec" = an LLM2Vec-format model (an HF id or
+    # folder, e.g. microsoft/LLM2CLIP-Llama-3-8B-Instruct-CC-Finetuned) read with the official pooling
+    encoder_preset: Literal["", "llm2vec"] = dataclasses.field(default="", metadata=IN_KEY_WHEN_SET)
     # Caption fields to embed: "original" is the sample's txt, "dense" comes from dense_caption_source,
     # any other name is a field of the sample's json.
     caption_fields: tuple[str, ...] = ("original", "dense")
@@ -32,6 +37,12 @@ class EmbedConfig:
 
     def __post_init__(self):
         check_model_reference(self.encoder, "encoder")
+        check(
+            not self.encoder_preset or bool(self.encoder),
+            "encoder_preset",
+            "used with an encoder reference (finetune_text's encoders need none)",
+            self.encoder_preset,
+        )
         check(len(self.caption_fields) > 0, "caption_fields", "at least one field", self.caption_fields)
         check(
             len(set(self.caption_fields)) == len(self.caption_fields),

@@ -51,15 +51,16 @@ class ShardEmbedder:
     ):
         import torch
 
-        from models.text_encoder_io import load_text_encoder
+        from models.text_encoder_io import open_text_encoder
 
         self.config = config
         self.artifact = ArtifactDir(artifact_uri)
         self.shards_uri = shards_uri
         self.recaption = ArtifactDir(recaption_uri) if recaption_uri else None
         self.device = torch.device("cuda" if config.use_gpu else "cpu")
-        with ArtifactDir(encoder_uri).local_copy("") as folder:
-            encoder, self.tokenizer = load_text_encoder(folder, trust_remote_code=config.trust_remote_code)
+        encoder, self.tokenizer = open_text_encoder(
+            encoder_uri, config.encoder_preset, trust_remote_code=config.trust_remote_code
+        )
         self.encoder = encoder.to(self.device).eval()
         self.autocast = torch.bfloat16 if (config.use_gpu and config.bf16) else None
 
@@ -129,7 +130,7 @@ class ShardEmbedder:
         jobs = [
             (field, row, text) for field, texts in fields.items() for row, text in enumerate(texts) if text
         ]
-        texts = [config.instruction + text for _, _, text in jobs]
+        texts = [config.full_text(text) for _, _, text in jobs]
         full_lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False).input_ids]
         lengths = [min(n, config.max_length) for n in full_lengths]
         batches = length_sorted_batches(lengths, self.config.batch_size, self.config.length_bucketing)

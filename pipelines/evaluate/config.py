@@ -6,6 +6,7 @@ import dataclasses
 from typing import Literal
 
 from ops.config_schema import check, check_model_reference
+from ops.hashing import IN_KEY_WHEN_SET
 
 RetrievalFormat = Literal[
     "karpathy",
@@ -53,6 +54,9 @@ class ZeroShotSpec:
 class EvaluateConfig:
     model: str = ""  # exported LLM2CLIP folder; "" = the train_vision stage's export
     encoder: str = ""  # text-encoder folder; "" = the finetune_text stage's encoder
+    # "" = the encoder folder's own encoder_config.json; "llm2vec" = an LLM2Vec-format model (an HF id or
+    # folder, e.g. microsoft/LLM2CLIP-Llama-3-8B-Instruct-CC-Finetuned) read with the official pooling
+    encoder_preset: Literal["", "llm2vec"] = dataclasses.field(default="", metadata=IN_KEY_WHEN_SET)
     benchmarks: tuple[BenchmarkSpec, ...] = ()
     zero_shot: tuple[ZeroShotSpec, ...] = ()
     scenes_split: str = "eval"  # the download samples the scenes_* formats use
@@ -73,6 +77,12 @@ class EvaluateConfig:
         check(self.batch_size > 0, "batch_size", "a positive count", self.batch_size)
         check_model_reference(self.model, "model")
         check_model_reference(self.encoder, "encoder")
+        check(
+            not self.encoder_preset or bool(self.encoder),
+            "encoder_preset",
+            "used with an encoder reference (finetune_text's encoders need none)",
+            self.encoder_preset,
+        )
 
 
 def evaluate_inputs(config: EvaluateConfig) -> tuple[str, ...]:

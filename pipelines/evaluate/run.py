@@ -59,15 +59,16 @@ class Encoders:
 
     def __init__(self, model_uri: str, encoder_uri: str, config):
         from models.llm2clip_export import load_export
-        from models.text_encoder_io import load_text_encoder
+        from models.text_encoder_io import open_text_encoder
 
         self.device = torch.device("cuda" if config.use_gpu else "cpu")
         self.batch_size = config.batch_size
         with ArtifactDir(model_uri).local_copy("") as folder:
             model, self.transform = load_export(folder)
         self.model = model.to(self.device)
-        with ArtifactDir(encoder_uri).local_copy("") as folder:
-            encoder, self.tokenizer = load_text_encoder(folder, trust_remote_code=config.trust_remote_code)
+        encoder, self.tokenizer = open_text_encoder(
+            encoder_uri, config.encoder_preset, trust_remote_code=config.trust_remote_code
+        )
         self.encoder = encoder.to(self.device).eval()
 
     @torch.no_grad()

@@ -44,7 +44,9 @@ def run_evaluate(config: EvaluateConfig, ctx: StageContext) -> StageOutcome:
 
 STAGE = StageSpec(
     name="evaluate",
-    code_version="2",  # 2: images decoded as training decodes them (16-bit scaled, pixel limit)
+    # 2: images decoded as training decodes them (16-bit scaled, pixel limit); 3: the resize's long side
+    # truncated as CLIPImageProcessor does
+    code_version="3",
     config_cls=EvaluateConfig,
     inputs=("download", "finetune_text", "train_vision"),
     run=run_evaluate,

@@ -62,7 +62,9 @@ def run_train_vision(config: TrainVisionConfig, ctx: StageContext) -> StageOutco
 
 STAGE = StageSpec(
     name="train_vision",
-    code_version="2",  # 2: training samples dealt to workers in equal ranges, not shards round-robin
+    # 2: training samples dealt to workers in equal ranges, not shards round-robin; 3: the export loads the
+    # Hub way (auto_map + modeling file, a complete CLIPImageProcessor file), held-out resize as CLIP's
+    code_version="3",
     config_cls=TrainVisionConfig,
     inputs=("download", "embed", "tiny_models"),
     run=run_train_vision,

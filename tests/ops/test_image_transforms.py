@@ -33,3 +33,18 @@ def test_train_transform_is_seeded_and_differs_between_draws():
     assert torch.equal(first, train_transform(image, config, random.Random(1)))
     assert not torch.equal(first, train_transform(image, config, random.Random(2)))
     assert first.shape == (3, 16, 16)
+
+
+def test_eval_transform_makes_the_pixels_clip_image_processor_makes():
+    from transformers import CLIPImageProcessor
+
+    from models.llm2clip_export import clip_image_processor
+
+    config = ImageTransformConfig(size_px=32, mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.25))
+    settings = {k: v for k, v in clip_image_processor(config).items() if k != "image_processor_type"}
+    processor = CLIPImageProcessor(**settings)
+    rng = np.random.default_rng(0)
+    for height, width in [(32, 32), (40, 48), (48, 40), (41, 97), (33, 100), (150, 32), (25, 35)]:
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        expected = processor(images=image, return_tensors="pt").pixel_values[0]
+        assert torch.equal(eval_transform(image, config), expected), (height, width)

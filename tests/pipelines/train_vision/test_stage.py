@@ -42,9 +42,41 @@ def test_demo_vision_training_lowers_the_loss_and_exports(demo_root, demo_tracki
         image = model.get_image_features(pixels)
         text = model.get_text_features(torch.randn(2, manifest["details"]["llm_dim"]))
     assert image.shape == text.shape == (2, 64)
-    assert json.loads((folder / "export" / "preprocessor_config.json").read_text())["image_size"] == 64
+    processor = json.loads((folder / "export" / "preprocessor_config.json").read_text())
+    assert processor["crop_size"] == {"height": 64, "width": 64}
     tower = CLIPVisionModel.from_pretrained(folder / "vision_tower", use_safetensors=True).eval()
     with torch.no_grad():
         assert torch.allclose(
             tower(pixel_values=pixels).pooler_output, model.vision_model(pixel_values=pixels).pooler_output
+        )
+
+
+def test_model_card_snippet_runs_on_the_demo_export(demo_root, tmp_path):
+    """The LLM2CLIP card's usage (AutoModel, trust_remote_code, CLIPImageProcessor) on a fresh demo's export,
+    in a process that does not import this project: the features load_export's model gives."""
+    import tarfile
+
+    import numpy as np
+
+    from models.llm2clip_export import load_export
+    from ops.image_transforms import decode_rgb, eval_transform
+    from testbed.hub_snippet import run_card_snippet
+
+    folder = _complete(demo_root, "train_vision")
+    llm_dim = json.loads((folder / "manifest.json").read_text())["details"]["llm_dim"]
+    shard = sorted((_complete(demo_root, "download") / "shards").glob("*.tar"))[0]
+    with tarfile.open(shard) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".jpg"))
+        (tmp_path / "scene.jpg").write_bytes(tar.extractfile(member).read())
+    llm_features = np.random.default_rng(0).standard_normal((2, llm_dim)).astype(np.float32)
+
+    card = run_card_snippet(folder / "export", tmp_path / "scene.jpg", llm_features)
+
+    assert card["project_modules"] == []
+    model, transform = load_export(folder / "export")
+    pixels = eval_transform(decode_rgb((tmp_path / "scene.jpg").read_bytes()), transform)[None]
+    with torch.no_grad():
+        np.testing.assert_allclose(card["image"], model.get_image_features(pixels).numpy(), atol=1e-5)
+        np.testing.assert_allclose(
+            card["text"], model.get_text_features(torch.from_numpy(llm_features)).numpy(), atol=1e-5
         )
