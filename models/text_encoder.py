@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ops.config_schema import check
+from ops.hashing import IN_KEY_WHEN_SET
 
 CAPTION = "{caption}"
 # The Llama-3 Instruct user turn that LLM2Vec wraps every text in for Llama-3 Instruct models.
@@ -33,7 +34,9 @@ class TextEncoderConfig:
     bidirectional: bool = True  # remove the causal mask, as LLM2Vec does before contrastive training
     max_length: int = 512  # tokens per caption, instruction included; longer captions are truncated
     instruction: str = ""  # prepended to every caption and excluded from pooling, e.g. "Caption: "
-    template: str = CAPTION  # llm2vec pooling: the text around the caption, "{caption}" marks its place
+    # llm2vec pooling: the text around the caption, "{caption}" marks its place. Part of a stage's key only
+    # when set (encoders configured before it existed keep their keys).
+    template: str = dataclasses.field(default=CAPTION, metadata=IN_KEY_WHEN_SET)
 
     def __post_init__(self):
         check(self.max_length > 1, "max_length", "more than one token", self.max_length)
@@ -55,25 +58,30 @@ class TextEncoderConfig:
         """What is tokenized for a caption: the instruction and caption, wrapped in the template."""
         if self.pooling != "llm2vec":
             return self.instruction + caption
-        return self._llm2vec_parts(caption)[0]
+        return self.llm2vec_parts(caption, self.instruction)[0]
 
-    def _llm2vec_parts(self, caption: str) -> tuple[str, str]:
+    def llm2vec_parts(self, caption: str, instruction: str) -> tuple[str, str]:
         """(the full text, its pooled tail) as LLM2Vec builds them: it joins "instruction <sep>caption",
         wraps it, stripping it first when there is a template (which, the joined text starting with the
         instruction or the separator, takes only the caption's trailing whitespace), and pools the part
         after the separator."""
         prefix, suffix = self.template.split(CAPTION)
-        head = f"{self.instruction.strip()} " if self.instruction else ""
+        head = f"{instruction.strip()} " if instruction else ""
         if self.template != CAPTION:
             caption = caption.rstrip()
         return prefix + head + caption + suffix, caption + suffix
 
 
-def build_text_inputs(tokenizer, texts: list[str], config: TextEncoderConfig) -> dict[str, torch.Tensor]:
+def build_text_inputs(
+    tokenizer, texts: list[str], config: TextEncoderConfig, instructions: list[str] | None = None
+) -> dict[str, torch.Tensor]:
     """input_ids, attention_mask and pool_mask (1 on the tokens pooled): right-padded for "mean" pooling,
-    left-padded for "llm2vec"."""
+    left-padded for "llm2vec". `instructions`, one per text, replace config.instruction (fine-tuning's
+    per-task query instructions); they are left out of pooling as it is."""
     if config.pooling == "llm2vec":
-        return _llm2vec_inputs(tokenizer, texts, config)
+        return _llm2vec_inputs(tokenizer, texts, config, instructions)
+    if instructions is not None:
+        return _instructed_inputs(tokenizer, texts, config, instructions)
     full = [config.instruction + text for text in texts]
     batch = tokenizer(full, padding=True, truncation=True, max_length=config.max_length, return_tensors="pt")
     if tokenizer.padding_side != "right":
@@ -99,10 +107,41 @@ def build_text_inputs(tokenizer, texts: list[str], config: TextEncoderConfig) ->
     }
 
 
-def _llm2vec_inputs(tokenizer, texts: list[str], config: TextEncoderConfig) -> dict[str, torch.Tensor]:
+def _instructed_inputs(
+    tokenizer, texts: list[str], config: TextEncoderConfig, instructions: list[str]
+) -> dict[str, torch.Tensor]:
+    """Right-padded inputs whose texts each carry their own instruction, pooled over the tokens that
+    hold a character of the text: BOS and the instruction are left out, and a token that BPE merged
+    across the boundary (LLM2Vec's "; " joins the caption's first word) counts as the caption's."""
+    if len(instructions) != len(texts):
+        raise ValueError(f"{len(instructions)} instructions for {len(texts)} texts")
+    full = [instruction + text for instruction, text in zip(instructions, texts)]
+    batch = tokenizer(
+        full,
+        padding=True,
+        truncation=True,
+        max_length=config.max_length,
+        return_tensors="pt",
+        return_offsets_mapping=True,  # a fast tokenizer's character spans
+    )
+    text_start = torch.tensor([len(instruction) for instruction in instructions])[:, None]
+    pool_mask = batch["attention_mask"] * (batch["offset_mapping"][..., 1] > text_start)
+    for row in torch.nonzero(pool_mask.sum(dim=1) == 0).flatten().tolist():  # truncated to nothing
+        pool_mask[row, int(batch["attention_mask"][row].sum()) - 1] = 1
+    return {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch["attention_mask"],
+        "pool_mask": pool_mask,
+    }
+
+
+def _llm2vec_inputs(
+    tokenizer, texts: list[str], config: TextEncoderConfig, instructions: list[str] | None = None
+) -> dict[str, torch.Tensor]:
     """LLM2Vec's tokenization: the wrapped texts left-padded (with BOS), and a pool mask on the last n
     positions of each row, n being the token count of its pooled tail tokenized alone."""
-    parts = [config._llm2vec_parts(text) for text in texts]
+    instructions = instructions if instructions is not None else [config.instruction] * len(texts)
+    parts = [config.llm2vec_parts(text, instruction) for text, instruction in zip(texts, instructions)]
     batch = tokenizer(
         [full for full, _ in parts],
         padding=True,

@@ -8,12 +8,40 @@ from typing import Literal
 from models.text_encoder import TextEncoderConfig
 from models.text_encoder_io import LoraSpec
 from ops.config_schema import check, check_model_reference
-from ops.hashing import NOT_IN_KEY
+from ops.hashing import IN_KEY_WHEN_SET, NOT_IN_KEY
 
 QUERY_SIDES = ("first", "random")  # which caption of a pair is the query (see loop.order_sides)
 
 
 BASE_MODEL_STAGES = ("tiny_models", "lm_pretrain")  # stages that write an llm/ folder
+CAPTION_TASK = "captions"  # the task name of the caption pairs among text_pairs' tasks
+
+
+def query_prefix(instruction: str) -> str:
+    """A query instruction as LLM2Vec's supervised data writes it before the query: "{instruction}; "."""
+    return f"{instruction.strip()}; " if instruction.strip() else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class TextPairSource:
+    """A general text-pair set mixed into fine-tuning, as LLM2CLIP mixes E5's with its caption pairs: a
+    local parquet or JSON-lines file with `query`, `positive` and (for hard negatives) `negative`."""
+
+    name: str  # the task: each global batch holds pairs of one task only, as LLM2Vec batches E5
+    path: str  # local .parquet / .jsonl file
+    format: Literal["auto", "parquet", "jsonl"] = "auto"  # auto: by the file's suffix
+    instruction: str = ""  # put before every query (as "{instruction}; "), left out of pooling
+    max_rows: int = 0  # the first max_rows rows; 0 = all
+
+    def __post_init__(self):
+        check(
+            bool(self.name) and self.name != CAPTION_TASK,
+            "name",
+            f"a name other than {CAPTION_TASK}",
+            self.name,
+        )
+        check(bool(self.path), "path", "a parquet or jsonl file", self.path)
+        check(self.max_rows >= 0, "max_rows", "zero (all) or a row count", self.max_rows)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +69,12 @@ class FinetuneTextConfig:
     # (see loop.order_sides); the random-init demo LLM learns under both.
     query_side: str = "first"
     hard_negatives: bool = False  # add the closest-worded caption of another image as a negative
+    # General text pairs mixed with the caption pairs (LLM2CLIP: E5), each set a task of its own; with
+    # hard_negatives every set needs a `negative` column.
+    text_pairs: tuple[TextPairSource, ...] = dataclasses.field(default=(), metadata=IN_KEY_WHEN_SET)
+    # Put before every caption-pair query, e.g. LLM2CLIP's "Given a sentence, retrieve a detailed relevant
+    # sentence"; left out of pooling. The embed stage encodes captions without it.
+    caption_query_instruction: str = dataclasses.field(default="", metadata=IN_KEY_WHEN_SET)
     eval_split_value: str = "eval"  # rows whose `split` field equals this are held out for CRA
     num_eval_pairs: int = 256  # held out by key hash when the data has no `split` field
     encoder: TextEncoderConfig = dataclasses.field(default_factory=TextEncoderConfig)
@@ -98,6 +132,21 @@ class FinetuneTextConfig:
             self.dense_caption_source,
         )
         check(self.query_side in QUERY_SIDES, "query_side", f"one of {QUERY_SIDES}", self.query_side)
+        check(
+            not (self.text_pairs or self.caption_query_instruction) or self.query_side == "first",
+            "query_side",
+            "first with text_pairs or a caption_query_instruction (a query stays a query)",
+            self.query_side,
+        )
+        names = [source.name for source in self.text_pairs]
+        check(len(set(names)) == len(names), "text_pairs", "distinct names", names)
+        instructed = bool(self.caption_query_instruction) or any(s.instruction for s in self.text_pairs)
+        check(
+            not (instructed and self.encoder.instruction),
+            "encoder.instruction",
+            "empty when query instructions are set (each query gets its own)",
+            self.encoder.instruction,
+        )
         check(self.temperature > 0, "temperature", "a positive number", self.temperature)
         for name in ("max_steps", "batch_size_per_worker", "num_workers", "checkpoint_every_steps"):
             check(getattr(self, name) > 0, name, "a positive integer", getattr(self, name))

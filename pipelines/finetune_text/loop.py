@@ -14,7 +14,8 @@ from ops.contrastive import info_nce_loss
 from ops.distributed import average_gradients, gather_with_grad, rank_and_world
 from ops.schedules import warmup_cosine_scheduler
 
-# "query_side" and "key_side" caption lists of equal length, and optionally "hard_negative"
+# "query_side" and "key_side" caption lists of equal length, optionally "hard_negative" and
+# "query_instruction" (each query's own instruction, left out of pooling)
 Batch = dict[str, list[str]]
 
 
@@ -42,6 +43,8 @@ def order_sides(columns: dict[str, list[str]], query_side: str, rng: random.Rand
     batch: Batch = {"query_side": list(columns["caption_1"]), "key_side": list(columns["caption_2"])}
     if "hard_negative_2" in columns:
         batch["hard_negative"] = list(columns["hard_negative_2"])
+    if "query_instruction" in columns:
+        batch["query_instruction"] = list(columns["query_instruction"])
     return batch
 
 
@@ -94,7 +97,9 @@ def train_steps(
         # Dropout's draws depend on the step alone, not on what ran before in this process: a run resumed
         # at this step draws what the uninterrupted run drew.
         torch.manual_seed(step_seed(settings.seed, step, rank))
-        query_inputs = build_text_inputs(tokenizer, batch["query_side"], encoder.config)
+        query_inputs = build_text_inputs(
+            tokenizer, batch["query_side"], encoder.config, batch.get("query_instruction")
+        )
         key_inputs = build_text_inputs(tokenizer, batch["key_side"], encoder.config)
         negative_inputs = (
             build_text_inputs(tokenizer, batch["hard_negative"], encoder.config)

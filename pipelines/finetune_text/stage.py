@@ -3,6 +3,7 @@
 Output layout:
   pairs/train.parquet                       training pairs: key, kind, caption_1, caption_2 (+ hard negatives)
   pairs/eval.parquet                        held-out images: key, original, dense (for CRA)
+  pairs/rejected_text_pairs.parquet         text_pairs rows without a query, positive or negative, and why
   mntp_model/                               the MNTP-adapted backbone, when mntp_steps > 0
   train/                                    Ray Train's storage: checkpoints (a rerun resumes from them)
   encoder/                                  merged safetensors, tokenizer, encoder_config.json
@@ -13,10 +14,11 @@ from __future__ import annotations
 import time
 
 from ops.errors import BadInputError
-from ops.manifest import StageCounts
+from ops.manifest import StageCounts, count_reasons
 from ops.stage import StageContext, StageOutcome, StageSpec
 from pipelines.finetune_text.config import BASE_MODEL_STAGES, FinetuneTextConfig, finetune_inputs
 from pipelines.finetune_text.pairs import collect_pairs, training_pairs
+from pipelines.finetune_text.text_pairs import mix_text_pairs
 from pipelines.finetune_text.worker import run_training
 
 
@@ -25,6 +27,12 @@ def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOut
     base_model = config.base_model or ctx.inputs[config.base_model_stage].child_uri("llm")
     train, held_out, unusable = collect_pairs(ctx.inputs["download"], ctx.inputs.get("recaption"), config)
     training = training_pairs(train, config.hard_negatives, seed=config.seed)
+    text_counts, text_rejected = {}, {}
+    if config.text_pairs or config.caption_query_instruction:
+        training, text_counts, rejected = mix_text_pairs(training, config)
+        if config.text_pairs:
+            ctx.artifact.write_parquet_atomic("pairs/rejected_text_pairs.parquet", rejected)
+            text_rejected = count_reasons(rejected.column("reason").to_pylist())
     if training.num_rows < config.batch_size_per_worker * config.num_workers:
         raise BadInputError(
             f"finetune_text: {training.num_rows} training pairs, fewer than one global batch of "
@@ -47,14 +55,18 @@ def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOut
         "num_train_images": float(train.num_rows),
         "num_train_pairs": float(training.num_rows),
         "num_eval_pairs": float(held_out.num_rows),
+        **{f"num_text_pairs_{name}": float(count) for name, count in text_counts.items()},
         "stage_s": time.perf_counter() - started,
     }
-    total = train.num_rows + held_out.num_rows + unusable
+    # Images and text-pair rows, each counted once: in, kept, rejected with a reason.
+    num_text = sum(text_counts.values())
+    num_text_rejected = sum(text_rejected.values())
+    total = train.num_rows + held_out.num_rows + unusable + num_text + num_text_rejected
     counts = StageCounts(
         num_in=total,
-        num_out=train.num_rows + held_out.num_rows,
-        num_rejected=unusable,
-        rejected_by_reason={"missing_caption": unusable} if unusable else {},
+        num_out=train.num_rows + held_out.num_rows + num_text,
+        num_rejected=unusable + num_text_rejected,
+        rejected_by_reason={**({"missing_caption": unusable} if unusable else {}), **text_rejected},
     )
     return StageOutcome(counts=counts, metrics=metrics)
 

@@ -17,6 +17,11 @@ class TrainVisionConfig:
     adapter_width: int = 1024  # LLM2CLIP's adapter: residual MLP blocks on the LLM features
     adapter_depth: int = 4
     adapter_dropout: float = 0.0
+    # The official adapter's shape is expansion 2, no input projection (its blocks run at the LLM's width,
+    # so adapter_width must equal it) and an output bias; these defaults are this project's first shape.
+    adapter_expansion: int = dataclasses.field(default=4, metadata=IN_KEY_WHEN_SET)  # block hidden / width
+    adapter_input_projection: bool = dataclasses.field(default=True, metadata=IN_KEY_WHEN_SET)
+    adapter_output_bias: bool = dataclasses.field(default=False, metadata=IN_KEY_WHEN_SET)
     projection_dim: int = 1280  # the shared image-text space
     dense_ratio: float = 0.5  # share of samples trained on the dense caption (LLM2CLIP: 50/50)
     train_split_value: str = "train"  # samples whose json `split` differs are left out of training
@@ -63,6 +68,7 @@ class TrainVisionConfig:
         for name in (
             "adapter_width",
             "adapter_depth",
+            "adapter_expansion",
             "projection_dim",
             "batch_size_per_worker",
             "max_steps",

@@ -22,6 +22,9 @@ def build_model(config: TrainVisionConfig, vision_model: str, llm_dim: int):
         adapter_depth=config.adapter_depth,
         projection_dim=config.projection_dim,
         adapter_dropout=config.adapter_dropout,
+        adapter_expansion=config.adapter_expansion,
+        adapter_input_projection=config.adapter_input_projection,
+        adapter_output_bias=config.adapter_output_bias,
         logit_scale_init=config.logit_scale_init,
     )
     model = LLM2CLIPModel.with_vision_tower(model_config, tower)

@@ -37,6 +37,16 @@ def check_every_worker_has_a_batch(counts: dict[str, int], config: TrainVisionCo
         )
 
 
+def check_adapter_fits(config: TrainVisionConfig, llm_dim: int) -> None:
+    """Without an input projection the adapter's blocks run at the LLM's width (the official shape)."""
+    if not config.adapter_input_projection and config.adapter_width != llm_dim:
+        raise BadInputError(
+            f"train_vision: adapter_input_projection is false, so adapter_width ({config.adapter_width}) "
+            f"must equal the caption embeddings' width ({llm_dim}, from the embed stage's sidecars); set "
+            f"train_vision.adapter_width: {llm_dim}, or turn the input projection on"
+        )
+
+
 def run_train_vision(config: TrainVisionConfig, ctx: StageContext) -> StageOutcome:
     started = time.perf_counter()
     vision_model = config.vision_model or ctx.inputs["tiny_models"].child_uri("vision")
@@ -48,6 +58,7 @@ def run_train_vision(config: TrainVisionConfig, ctx: StageContext) -> StageOutco
     if missing:
         raise FileNotFoundError(f"{embed.uri}/sidecars: no sidecar for shards {missing[:10]}; rerun embed")
     llm_dim = int(embed.read_manifest()["details"]["dim"])
+    check_adapter_fits(config, llm_dim)
     for uri in sidecars.values():  # fail here, naming the file, not inside a training worker
         check_sidecar_schema(uri, llm_dim)
     counts = training_sample_counts(tar_paths, config.train_split_value)

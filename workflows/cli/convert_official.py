@@ -6,7 +6,7 @@
 --dry-run reads only the config and the safetensors headers and prints every weight's name here (or why
 it is left out) and the configuration the export gets; nothing is written. The export is a complete
 Hugging Face folder (models/llm2clip_export.py): evaluate scores it (`evaluate.model: <output>`),
-`AutoModel.from_pretrained(<output>, trust_remote_code=True)` loads it, and train_vision can start from it.
+and `AutoModel.from_pretrained(<output>, trust_remote_code=True)` loads it.
 The official repositories ship no preprocessor_config.json (their card uses OpenAI's CLIP processor):
 the export gets CLIP's normalisation at the tower's resolution, or --processor's file.
 """

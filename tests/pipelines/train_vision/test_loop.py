@@ -234,3 +234,28 @@ def test_too_few_training_samples_for_the_workers_fail_before_training_naming_th
     check_every_worker_has_a_batch({"a.tar": 20, "b.tar": 4}, config)  # 12 each: one batch
     with pytest.raises(BadInputError, match=r"23 training samples in 2 shards give each of num_workers=2 "):
         check_every_worker_has_a_batch({"a.tar": 20, "b.tar": 3}, config)
+
+
+def test_the_official_adapter_shape_builds_and_must_match_the_llm_width(tmp_path):
+    from models.tiny_factory import build_tiny_vision_tower
+    from models.tiny_specs import TinyVisionSpec
+    from ops.errors import BadInputError
+    from pipelines.train_vision.model import build_model
+    from pipelines.train_vision.stage import check_adapter_fits
+
+    official = TrainVisionConfig(
+        adapter_width=16, adapter_expansion=2, adapter_input_projection=False, adapter_output_bias=True
+    )
+    check_adapter_fits(official, llm_dim=16)
+    with pytest.raises(BadInputError, match=r"adapter_width \(16\) must equal .* width \(32"):
+        check_adapter_fits(official, llm_dim=32)
+    check_adapter_fits(TrainVisionConfig(adapter_width=16), llm_dim=32)  # an input projection bridges them
+
+    tower, _ = build_tiny_vision_tower(TinyVisionSpec(), seed=0)
+    tower.save_pretrained(tmp_path, safe_serialization=True)
+    model, _ = build_model(
+        dataclasses.replace(official, adapter_depth=2, projection_dim=8), str(tmp_path), 16
+    )
+    adapter = dict(model.text_adapter.named_parameters())
+    assert "input.weight" not in adapter and adapter["output.bias"].shape == (8,)
+    assert adapter["blocks.0.mlp.0.weight"].shape == (32, 16)  # expansion 2 at the LLM's width
