@@ -142,10 +142,13 @@ def parse_recipe(
 
 
 def merge_recipe_data(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """`over` on top of `base`: sections merge key by key, everything else (lists included) replaces."""
+    """`over` on top of `base`: sections merge key by key, everything else (lists included) replaces, and
+    `null` over an inherited section removes it (`finetune_text: null` drops that stage from the chain)."""
     merged = copy.deepcopy(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if value is None and isinstance(merged.get(key), dict):
+            del merged[key]
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = merge_recipe_data(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
