@@ -125,6 +125,7 @@ def test_the_gpu_bench_code_path_runs_at_toy_size_on_cpu(tmp_path):
             "--options",  # compile is left out here: inductor's first compile takes a minute on 2 cores
             "fused_adamw",
             "gradient_checkpointing",
+            "bf16_weights",
             "--loader-processes",
             "1",
             "--json",
@@ -135,9 +136,9 @@ def test_the_gpu_bench_code_path_runs_at_toy_size_on_cpu(tmp_path):
         timeout=300,
     )
     rows = suite_rows({"gpu_throughput": json.loads(out.read_text())})
-    assert [r.unit for r in rows] == ["img/s", "img/s", "img/s", "img/s", "captions/s"]
+    assert [r.unit for r in rows] == ["img/s"] * 5 + ["captions/s"]
     assert rows[1].name.endswith("fused_adamw") and rows[2].name.endswith("gradient_checkpointing")
-    assert rows[3].name.endswith("fed by the loader")
+    assert rows[3].name.endswith("bf16_weights") and rows[4].name.endswith("fed by the loader")
     assert all(r.figure > 0 and 0 < r.ratio < 1 for r in rows)
 
 
