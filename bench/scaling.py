@@ -25,7 +25,8 @@ from bench.result import default_json, machine, write_result
 
 def embed_rows(shard_counts: tuple[int, ...], per_shard: int, batch_size: int) -> list[dict]:
     import ray
-    from embed_throughput import build_inputs, run_stage
+
+    from bench.embed_throughput import build_inputs, run_stage
 
     rows = []
     ray.init(address="local", num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False)

@@ -123,6 +123,7 @@ def _instructed_inputs(
         max_length=config.max_length,
         return_tensors="pt",
         return_offsets_mapping=True,  # a fast tokenizer's character spans
+        padding_side="right",
     )
     text_start = torch.tensor([len(instruction) for instruction in instructions])[:, None]
     pool_mask = batch["attention_mask"] * (batch["offset_mapping"][..., 1] > text_start)

@@ -17,9 +17,8 @@ from ops.errors import BadInputError
 from ops.retrieval_metrics import caption_retrieval_accuracy
 from pipelines.finetune_text.batches import pair_batches
 from pipelines.finetune_text.config import FinetuneTextConfig, TextPairSource
-from pipelines.finetune_text.loop import build_optimizer, train_steps
 from pipelines.finetune_text.text_pairs import mix_text_pairs, read_text_pairs, with_task_columns
-from tests.pipelines.finetune_text.test_loop import _pairs, _settings, _tiny_llm
+from tests.pipelines.finetune_text.test_loop import _pairs, _settings, _tiny_llm, _train
 
 INSTRUCTION = "Given a sentence, retrieve a detailed relevant sentence"
 
@@ -131,21 +130,8 @@ def test_a_mixed_run_learns_both_tasks():
         )
 
     base = cra()
-    settings = _settings(warmup_steps=5, max_steps=60)
-    optimizer, scheduler = build_optimizer(encoder, settings)
-    losses: list[float] = []
-    batches = pair_batches(_mixed_table(captions=192, texts=128), 32, rank=0, world=1, seed=0)
-    train_steps(
-        encoder,
-        tokenizer,
-        batches,
-        settings,
-        optimizer,
-        scheduler,
-        0,
-        lambda s, m: losses.append(m["loss"]),
-        torch.device("cpu"),
-    )
+    rows = _mixed_table(captions=192, texts=128).to_pylist()  # two tasks, the second with an instruction
+    _, losses = _train(encoder, tokenizer, rows, _settings(warmup_steps=5, max_steps=60))
     assert sum(losses[-5:]) / 5 < 0.25 * sum(losses[:5]) / 5
     assert cra() > base + 0.3  # captions encoded without any instruction, as the embed stage does
 
