@@ -185,5 +185,7 @@ def convert_official(folder: str | Path) -> tuple[LLM2CLIPModel, list[MappedKey]
     missing = sorted(expected - set(state) - {"logit_scale"})
     if missing:
         raise ValueError(f"official checkpoint: no weight for {missing[:10]}")
-    model.load_state_dict(state, strict=False)
+    loaded = model.load_state_dict(state, strict=False)
+    if loaded.unexpected_keys:  # a mapping that names no weight here: a bug, not a checkpoint problem
+        raise ValueError(f"official checkpoint: mapped onto no weight here: {loaded.unexpected_keys[:10]}")
     return model.eval(), mapping
