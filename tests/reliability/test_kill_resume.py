@@ -90,16 +90,38 @@ def _train_processes() -> set[tuple[int, float]]:
     return {(p.pid, p.create_time()) for p in processes_matching(*TRAIN_PROCESSES)}
 
 
-def _wait_for_train_workers_to_go(already_running: set[tuple[int, float]], timeout_s: float = 60) -> None:
-    """Ray ends a dead driver's workers within seconds; the next run must not race them. Only the killed
-    driver's: a Ray Train controller of a run in the test process itself lives as long as Ray's SIGINT
-    handler holds its handle (until that process's next fit), and is not this test's business."""
-    wait_until(
-        lambda: not (_train_processes() - already_running),
-        timeout_s,
-        "the killed driver's Ray Train workers to end",
-        poll_s=0.2,
-    )
+def _wait_for_train_workers_to_go(already_running: set[tuple[int, float]], timeout_s: float = 180) -> None:
+    """Ray ends a dead driver's workers, usually within seconds; the next run must not race them. Only the
+    killed driver's: a Ray Train controller of a run in the test process itself lives as long as Ray's
+    SIGINT handler holds its handle (until that process's next fit), and is not this test's business.
+    The bound is generous: the GCS may first ask an orphaned actor to exit gracefully and force it only
+    after `actor_graceful_shutdown_timeout_ms` (30 s), once for the controller and again for its workers,
+    and a CI run late in the suite once took more than 60 s here."""
+    try:
+        wait_until(
+            lambda: not (_train_processes() - already_running),
+            timeout_s,
+            "the killed driver's Ray Train workers to end",
+            poll_s=0.2,
+        )
+    except AssertionError as timed_out:
+        still_running = _describe(_train_processes() - already_running)
+        raise AssertionError(f"{timed_out}; still running:\n{still_running}") from None
+
+
+def _describe(processes: set[tuple[int, float]]) -> str:
+    """One line per process: pid, parent, age, state and command line (what a timeout must show)."""
+    import psutil
+
+    lines = []
+    for pid, started in sorted(processes):
+        try:
+            process = psutil.Process(pid)
+            described = f"ppid {process.ppid()} status {process.status()} {' '.join(process.cmdline())[:200]}"
+        except psutil.Error as gone:
+            described = f"gone since the listing ({type(gone).__name__})"
+        lines.append(f"  pid {pid}, {time.time() - started:.0f} s old: {described}")
+    return "\n".join(lines)
 
 
 @pytest.fixture
