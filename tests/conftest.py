@@ -3,7 +3,6 @@ one set of tiny models."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import os
 import shutil
@@ -13,6 +12,7 @@ import pytest
 
 from testbed.demo_run import DEMO_RECIPE, ON_THE_CLUSTER, REPO_ROOT, SMALL_DEMO
 from testbed.ray_cluster import use_a_test_token
+from testbed.suite_services import SuiteServices
 
 # Tests pick their own MLflow store; a developer's MLFLOW_TRACKING_URI must not receive test runs.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -36,50 +36,52 @@ use_a_test_token()
 
 # The suite-wide demo run: a test whose fixtures build on it is end-to-end.
 END_TO_END_FIXTURE = "demo_job"
+# A test that asks for any of these uses the cluster (a driver of its own or this process's).
+CLUSTER_FIXTURES = frozenset({"ray_cluster", "ray_session"})
+# The services and the demo job, started once (testbed/suite_services.py says when and why in the background).
+SUITE = SuiteServices()
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: builds on the suite-wide demo job (runs after the unit tests)")
 
 
+def _phase(item) -> int:
+    """0: unit tests that never touch the cluster (they run beside the demo job), 1: unit tests that use it
+    (they wait for the job to end), 2: end-to-end tests."""
+    if END_TO_END_FIXTURE in item.fixturenames:
+        return 2
+    return 1 if CLUSTER_FIXTURES & set(item.fixturenames) else 0
+
+
 def pytest_collection_modifyitems(config, items):
     """Unit tests first, end-to-end tests last (each group in collection order): no unit test waits for
-    the demo job, and `pytest -m "not e2e"` runs the unit tests alone."""
+    the demo job's results, and `pytest -m "not e2e"` runs the unit tests alone."""
     for item in items:
         if END_TO_END_FIXTURE in item.fixturenames:
             item.add_marker(pytest.mark.e2e)
-    items.sort(key=lambda item: END_TO_END_FIXTURE in item.fixturenames)
+    items.sort(key=_phase)
+
+
+def pytest_collection_finish(session):
+    """With end-to-end tests selected, start the services and the demo job now, in the background."""
+    if session.config.option.collectonly:
+        return
+    if any(END_TO_END_FIXTURE in item.fixturenames for item in session.items):
+        SUITE.start_in_background(_submit_demo_job)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    SUITE.stop()  # also what an interrupted session started and no fixture tore down
 
 
 @pytest.fixture(scope="session")
 def cluster_and_services():
     """A real two-node Ray cluster, an S3-compatible object store and an MLflow tracking server, all on
-    loopback, started side by side (the cluster in a thread, the two servers here) and stopped at the end
-    of the session. See ray_cluster, object_store and mlflow_server."""
-    from testbed.ray_cluster import LocalRayCluster
-    from testbed.services import MlflowTrackingServer, ObjectStoreServer
-
-    def start_cluster() -> LocalRayCluster:
-        cluster = LocalRayCluster(num_cpus=2).start()
-        cluster.add_worker_node(num_cpus=2, resources={"node2": 1})
-        return cluster
-
-    started: list = []  # what is up, stopped in reverse order even when a later start fails
-    try:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            starting = pool.submit(start_cluster)
-            try:
-                store = ObjectStoreServer().start()
-                started.append(store)
-                server = MlflowTrackingServer(store.uri("mlflow-artifacts"), store.env).start()
-                started.append(server)
-            finally:
-                cluster = starting.result()  # waits for the thread; raises if the cluster failed
-                started.insert(0, cluster)
-        yield cluster, store, server
-    finally:
-        for service in reversed(started):
-            service.stop()
+    loopback, started side by side and stopped at the end of the session. See ray_cluster, object_store
+    and mlflow_server."""
+    yield SUITE.services()
+    SUITE.stop()
 
 
 @pytest.fixture(scope="session")
@@ -87,8 +89,8 @@ def ray_cluster(cluster_and_services):
     """A real two-node cluster for the whole suite, on loopback: `ray start --head` (with the dashboard's
     job server) and a second node joined with `ray start --address` and a resource of its own (`node2`);
     4 logical CPUs in all, as the demo recipe asks (more than the 2 cores, so that Ray Data's actor
-    pipelines never starve)."""
-    return cluster_and_services[0]
+    pipelines never starve). Handed out once the demo job, when it started in the background, has ended."""
+    return SUITE.cluster_for_a_test()
 
 
 @pytest.fixture(scope="session")
@@ -152,27 +154,33 @@ class DemoJob:
     placement: dict[str, list[str]]  # what ran -> ids of the nodes it ran on (Ray's state API)
 
 
-@pytest.fixture(scope="session")
-def demo_job(ray_cluster, ray_session, object_store, mlflow_server) -> DemoJob:
+def _submit_demo_job(services: tuple) -> DemoJob:
     """The small demo chain as users run it on a cluster: `ray job submit --working-dir . -- python
     workflows/full.py --config configs/demo.yaml --artifacts s3://...` against the suite's two-node
     cluster, artifacts on the object store, MLflow on the tracking server. The nodes hold no credentials:
-    the job brings them (`--runtime-env-json`). Run once."""
+    the job brings them (`--runtime-env-json`)."""
     from testbed.ray_cluster import job_placement
 
-    root_uri = object_store.uri(DEMO_PREFIX)
+    cluster, store, server = services
+    root_uri = store.uri(DEMO_PREFIX)
     entrypoint = ["python", "workflows/full.py", "--config", "configs/demo.yaml", "--artifacts", root_uri]
     for assignment in (*SMALL_DEMO, *ON_THE_CLUSTER):
         entrypoint += ["--set", assignment]
-    env_vars = {**object_store.env, "MLFLOW_TRACKING_URI": mlflow_server.url}
-    finished = ray_cluster.submit(
+    env_vars = {**store.env, "MLFLOW_TRACKING_URI": server.url}
+    finished = cluster.submit(
         entrypoint, REPO_ROOT, DEMO_SUBMISSION_ID, timeout_s=900, runtime_env={"env_vars": env_vars}
     )
     output = finished.stdout + finished.stderr
-    assert finished.returncode == 0, f"ray job submit failed:\n{output[-8000:]}\n{ray_cluster.log_tail()}"
+    assert finished.returncode == 0, f"ray job submit failed:\n{output[-8000:]}\n{cluster.log_tail()}"
     # Read now: later tests add tasks and actors of their own.
-    placement = job_placement(ray_cluster.dashboard_url, DEMO_SUBMISSION_ID)
-    return DemoJob(root_uri, output, mlflow_server.url, placement)
+    placement = job_placement(cluster.dashboard_url, DEMO_SUBMISSION_ID)
+    return DemoJob(root_uri, output, server.url, placement)
+
+
+@pytest.fixture(scope="session")
+def demo_job(cluster_and_services) -> DemoJob:
+    """The demo job's outcome, submitted once (in the background when the session started it there)."""
+    return SUITE.demo_job(_submit_demo_job)
 
 
 @pytest.fixture(scope="session")
