@@ -20,7 +20,8 @@ import time
 
 from bench.result import REPO, default_json, machine, write_result
 from testbed.demo_run import DEMO_STAGES, ON_THE_CLUSTER, SMALL_DEMO
-from testbed.ray_cluster import LocalRayCluster, job_placement
+from testbed.job_placement import job_placement
+from testbed.ray_cluster import LocalRayCluster
 from testbed.services import MlflowTrackingServer, ObjectStoreServer
 
 LAYOUTS = {"one node (4 CPUs)": ((4, None),), "two nodes (2 + 2 CPUs)": ((2, None), (2, {"node2": 1}))}

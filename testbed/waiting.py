@@ -30,8 +30,6 @@ def processes_matching(*fragments: str) -> list[psutil.Process]:
     """Running processes started by this test session (its descendants: the suite's Ray nodes and their
     workers, the drivers it runs) whose command line contains any of the fragments. Only descendants: a
     Ray, a demo or another suite running beside this one has processes of the same names."""
-    from testbed.ray_cluster import is_alive
-
     found = []
     for process in psutil.Process().children(recursive=True):
         try:
@@ -45,9 +43,15 @@ def processes_matching(*fragments: str) -> list[psutil.Process]:
 
 def kill_and_wait_gone(processes: list[psutil.Process], timeout_s: float = 30) -> None:
     """SIGKILL each and wait until none runs (zombies of other parents count as gone)."""
-    from testbed.ray_cluster import is_alive
-
     for process in processes:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
     wait_until(lambda: not any(is_alive(p) for p in processes), timeout_s, "killed processes to exit")
+
+
+def is_alive(process) -> bool:
+    """Running and not a zombie (an exited child that its parent has not reaped yet)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

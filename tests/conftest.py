@@ -159,7 +159,7 @@ def _submit_demo_job(services: tuple) -> DemoJob:
     workflows/full.py --config configs/demo.yaml --artifacts s3://...` against the suite's two-node
     cluster, artifacts on the object store, MLflow on the tracking server. The nodes hold no credentials:
     the job brings them (`--runtime-env-json`)."""
-    from testbed.ray_cluster import job_placement
+    from testbed.job_placement import job_placement
 
     cluster, store, server = services
     root_uri = store.uri(DEMO_PREFIX)

@@ -3,7 +3,7 @@ resumes (Ray Train from its last registered checkpoint) or reruns, and ends as a
 The drivers join the suite's Ray cluster, as `ray job submit` drivers do; when one dies, Ray ends its job's
 workers. train_vision's resumed run also loses a Ray Train worker, which FailureConfig recovers.
 
-Killed drivers of the other stages: download (tests/pipelines/download/test_download.py), recaption
+Killed drivers of the other stages: download (tests/pipelines/download/test_download_kills.py), recaption
 (test_recaption.py) and embed (test_embed.py) through their commands."""
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ import psutil
 import pytest
 
 from testbed.demo_run import DEMO_STAGES
-from testbed.ray_cluster import VENV_BIN, LocalRayCluster, cluster_env, is_alive
-from testbed.waiting import wait_until
+from testbed.ray_cluster import VENV_BIN, LocalRayCluster, cluster_env
+from testbed.waiting import is_alive, wait_until
 from tests.conftest import DEMO_SUBMISSION_ID
 from tests.workflows.test_full_workflow import _executed
 
