@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from bench.result import REPO, machine
-from bench.summary import SuiteRow, markdown_table, metric_name, suite_rows, text_table
+from bench.suite_table import SuiteRow, markdown_table, metric_name, text_table
+from bench.summary import suite_rows
 
 HERE = Path(__file__).resolve().parent
 

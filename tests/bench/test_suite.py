@@ -10,7 +10,8 @@ import sys
 from mlflow.tracking import MlflowClient
 
 from bench import run_all
-from bench.summary import markdown_table, suite_rows, text_table
+from bench.suite_table import markdown_table, text_table
+from bench.summary import suite_rows
 
 RESULTS = {
     "demo_walltime": {
