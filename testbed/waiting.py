@@ -55,3 +55,17 @@ def is_alive(process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def describe_processes(processes: set[tuple[int, float]]) -> str:
+    """One line per (pid, start time): its parent, age, state and command line; what a timed-out wait for
+    processes to end must show."""
+    lines = []
+    for pid, started in sorted(processes):
+        try:
+            process = psutil.Process(pid)
+            described = f"ppid {process.ppid()} status {process.status()} {' '.join(process.cmdline())[:200]}"
+        except psutil.Error as gone:
+            described = f"gone since the listing ({type(gone).__name__})"
+        lines.append(f"  pid {pid}, {time.time() - started:.0f} s old: {described}")
+    return "\n".join(lines)

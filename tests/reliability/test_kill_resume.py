@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from testbed.waiting import processes_matching, wait_until
+from testbed.waiting import describe_processes, processes_matching, wait_until
 from tests.conftest import FINETUNE_SETTINGS, REPO_ROOT, SMALL_DEMO, copy_of_demo, new_stage_dir
 from tests.ray_train_faults import kill_a_worker_when, registered_checkpoint_steps
 from tests.training_records import assert_same_tensors, logged_steps, sqlite_store
@@ -105,23 +105,8 @@ def _wait_for_train_workers_to_go(already_running: set[tuple[int, float]], timeo
             poll_s=0.2,
         )
     except AssertionError as timed_out:
-        still_running = _describe(_train_processes() - already_running)
+        still_running = describe_processes(_train_processes() - already_running)
         raise AssertionError(f"{timed_out}; still running:\n{still_running}") from None
-
-
-def _describe(processes: set[tuple[int, float]]) -> str:
-    """One line per process: pid, parent, age, state and command line (what a timeout must show)."""
-    import psutil
-
-    lines = []
-    for pid, started in sorted(processes):
-        try:
-            process = psutil.Process(pid)
-            described = f"ppid {process.ppid()} status {process.status()} {' '.join(process.cmdline())[:200]}"
-        except psutil.Error as gone:
-            described = f"gone since the listing ({type(gone).__name__})"
-        lines.append(f"  pid {pid}, {time.time() - started:.0f} s old: {described}")
-    return "\n".join(lines)
 
 
 @pytest.fixture
