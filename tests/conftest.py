@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,14 @@ SUITE = SuiteServices()
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: builds on the suite-wide demo job (runs after the unit tests)")
+    # SIGTERM (a CI runner's or `kill`'s) would end pytest before any teardown and leave the cluster and the
+    # servers running; as an interrupt, pytest stops, tears the fixtures down and runs sessionfinish.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _phase(item) -> int:
