@@ -4,6 +4,7 @@ one set of tiny models."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 import signal
@@ -48,10 +49,14 @@ def pytest_configure(config):
     # SIGTERM (a CI runner's or `kill`'s) would end pytest before any teardown and leave the cluster and the
     # servers running; as an interrupt, pytest stops, tears the fixtures down and runs sessionfinish.
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGTERM, functools.partial(_interrupt, os.getpid()))
 
 
-def _interrupt(signum, frame):
+def _interrupt(pytest_pid: int, signum, frame):
+    if os.getpid() != pytest_pid:  # a forked child inherited the handler: it ends as SIGTERM would end it
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise KeyboardInterrupt(f"signal {signum}")
 
 
