@@ -12,6 +12,9 @@ service starts the services in its own thread."""
 from __future__ import annotations
 
 import concurrent.futures
+import functools
+import os
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -127,3 +130,19 @@ def _settle(future: concurrent.futures.Future, work: Callable[[], Any]) -> None:
         future.set_result(work())
     except BaseException as failed:
         future.set_exception(failed)
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (a CI runner's or `kill`'s) would end pytest before any teardown and leave the cluster and the
+    servers running; as an interrupt, pytest stops, tears the fixtures down and runs sessionfinish. Only
+    where no handler is set already."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, functools.partial(_interrupt, os.getpid()))
+
+
+def _interrupt(pytest_pid: int, signum, frame):
+    if os.getpid() != pytest_pid:  # a forked child inherited the handler: it ends as SIGTERM would end it
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise KeyboardInterrupt(f"signal {signum}")

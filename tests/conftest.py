@@ -4,17 +4,15 @@ one set of tiny models."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
 
 from testbed.demo_run import DEMO_RECIPE, ON_THE_CLUSTER, REPO_ROOT, SMALL_DEMO
 from testbed.ray_cluster import use_a_test_token
-from testbed.suite_services import SuiteServices
+from testbed.suite_services import SuiteServices, interrupt_on_sigterm
 
 # Tests pick their own MLflow store; a developer's MLFLOW_TRACKING_URI must not receive test runs.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -46,18 +44,7 @@ SUITE = SuiteServices()
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: builds on the suite-wide demo job (runs after the unit tests)")
-    # SIGTERM (a CI runner's or `kill`'s) would end pytest before any teardown and leave the cluster and the
-    # servers running; as an interrupt, pytest stops, tears the fixtures down and runs sessionfinish.
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, functools.partial(_interrupt, os.getpid()))
-
-
-def _interrupt(pytest_pid: int, signum, frame):
-    if os.getpid() != pytest_pid:  # a forked child inherited the handler: it ends as SIGTERM would end it
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
-    raise KeyboardInterrupt(f"signal {signum}")
+    interrupt_on_sigterm()
 
 
 def _phase(item) -> int:
