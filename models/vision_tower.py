@@ -11,6 +11,9 @@ from ops.image_transforms import CLIP_MEAN, CLIP_STD
 from ops.model_files import local_model
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
+SAFETENSORS_FILE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+LOGIT_SCALE_WEIGHT = "logit_scale"  # a full CLIPModel / SiglipModel checkpoint's learned temperature
 
 
 def image_normalisation(folder: str | Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -22,6 +25,42 @@ def image_normalisation(folder: str | Path) -> tuple[tuple[float, ...], tuple[fl
         mean = tuple(processor.get("image_mean", mean))
         std = tuple(processor.get("image_std", std))
     return mean, std
+
+
+def _checkpoint_file(source: str, name: str, cached_only: bool = False) -> str | None:
+    """A file of a local folder or a hub id (from the hub cache, else fetched unless cached_only); None
+    if absent."""
+    local = Path(source) / name
+    if Path(source).is_dir():
+        return str(local) if local.is_file() else None
+    from transformers.utils import cached_file
+
+    return cached_file(
+        source,
+        name,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+        local_files_only=cached_only,
+    )
+
+
+def checkpoint_logit_scale(source: str, cached_only: bool = False) -> float | None:
+    """The logit scale (ln of CLIP's 1 / temperature) that a full CLIP checkpoint carries beside its
+    vision tower: ln 100 in OpenAI's CLIP models. Read from the safetensors header and one tensor, without
+    loading the model; None for a vision-only checkpoint, which has no temperature of its own."""
+    from safetensors import safe_open
+
+    weights = _checkpoint_file(source, SAFETENSORS_FILE, cached_only)
+    index = None if weights else _checkpoint_file(source, SAFETENSORS_INDEX, cached_only)
+    if index is not None:
+        shard = json.loads(Path(index).read_text()).get("weight_map", {}).get(LOGIT_SCALE_WEIGHT)
+        weights = _checkpoint_file(source, shard, cached_only) if shard else None
+    if weights is None:
+        return None
+    with safe_open(weights, framework="pt") as handle:
+        if LOGIT_SCALE_WEIGHT not in handle.keys():  # noqa: SIM118 (safe_open is no mapping)
+            return None
+        return float(handle.get_tensor(LOGIT_SCALE_WEIGHT).float().reshape(-1)[0])
 
 
 def load_vision_tower(vision_model: str):
@@ -40,3 +79,13 @@ def load_vision_tower(vision_model: str):
         tower = tower_cls.from_pretrained(source, use_safetensors=True)
         mean, std = image_normalisation(source)
     return tower, mean, std
+
+
+def pretrained_logit_scale(vision_model: str, cached_only: bool = False) -> float | None:
+    """The logit scale of the checkpoint a vision tower comes from, when it has one (a full CLIP model
+    does; timm's towers and vision-only folders do not). cached_only: read a hub id from the local hub
+    cache alone (None when it is not there)."""
+    if vision_model.startswith(TIMM_PREFIX):
+        return None
+    with local_model(vision_model) as source:
+        return checkpoint_logit_scale(source, cached_only)

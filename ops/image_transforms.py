@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import random
 import warnings
 
@@ -89,15 +90,42 @@ def eval_transform(image: Image.Image, config: ImageTransformConfig) -> torch.Te
     return _to_tensor(resized.crop((left, top, left + config.size_px, top + config.size_px)), config)
 
 
+TRAIN_CROP_RATIO = (3 / 4, 4 / 3)  # width / height range of a training crop (torchvision's, open_clip's)
+
+
+def random_resized_crop_box(
+    width: int, height: int, scale: tuple[float, float], rng: random.Random, ratio=TRAIN_CROP_RATIO
+) -> tuple[int, int, int, int]:
+    """(left, top, crop width, crop height) with the semantics of torchvision's RandomResizedCrop, which
+    open_clip and EVA-CLIP train with: an area drawn from `scale` of the image's, an aspect ratio drawn
+    log-uniformly from `ratio`, ten tries to fit inside the image, else the largest centred crop within
+    `ratio`. On a 4:3 image, scale (0.9, 1) thus crops 90-100% of the area, not a square of the short side."""
+    area = width * height
+    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target_area = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(log_low, log_high))
+        crop_width = round(math.sqrt(target_area * aspect))
+        crop_height = round(math.sqrt(target_area / aspect))
+        if 0 < crop_width <= width and 0 < crop_height <= height:
+            top = rng.randint(0, height - crop_height)
+            left = rng.randint(0, width - crop_width)
+            return left, top, crop_width, crop_height
+    image_ratio = width / height
+    if image_ratio < ratio[0]:
+        crop_width, crop_height = width, round(width / ratio[0])
+    elif image_ratio > ratio[1]:
+        crop_width, crop_height = round(height * ratio[1]), height
+    else:
+        crop_width, crop_height = width, height
+    return (width - crop_width) // 2, (height - crop_height) // 2, crop_width, crop_height
+
+
 def train_transform(image: Image.Image, config: ImageTransformConfig, rng: random.Random) -> torch.Tensor:
-    """Random square crop covering train_scale of the area, resized to size_px (no flip: captions name
-    left and right)."""
-    width, height = image.size
-    area = rng.uniform(*config.train_scale) * width * height
-    side = max(1, min(round(area**0.5), width, height))
-    left = rng.randint(0, width - side)
-    top = rng.randint(0, height - side)
-    crop = image.crop((left, top, left + side, top + side)).resize(
+    """Random resized crop (random_resized_crop_box: train_scale of the area, aspect 3:4 to 4:3), resized
+    to a size_px square (bicubic); no flip: captions name left and right."""
+    left, top, crop_width, crop_height = random_resized_crop_box(*image.size, config.train_scale, rng)
+    crop = image.crop((left, top, left + crop_width, top + crop_height)).resize(
         (config.size_px, config.size_px), Image.BICUBIC
     )
     return _to_tensor(crop, config)

@@ -65,6 +65,8 @@ class StageSpec:
     resumable: bool = False
     # The inputs a given config reads, when fewer than all (download reads scenes only without a url_list).
     resolve_inputs: Callable[[Any], tuple[str, ...]] | None = None
+    # Lines the dry-run prints about what this config will do (e.g. the starting temperature).
+    plan_notes: Callable[[Any], list[str]] | None = None
 
     def inputs_for(self, config: Any) -> tuple[str, ...]:
         if self.resolve_inputs is None:

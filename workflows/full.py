@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     if args.dry_run:
+        for planned in plan:
+            if planned.action in ("run", "rerun") and planned.spec.plan_notes is not None:
+                for line in planned.spec.plan_notes(planned.config):
+                    print(f"{planned.spec.name}: {line}", flush=True)
         if recipe.resources is not None:
             print(format_resources(recipe.resources), flush=True)
         return 0

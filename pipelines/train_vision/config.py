@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 from ops.config_schema import check, check_model_reference
@@ -35,7 +36,10 @@ class TrainVisionConfig:
     warmup_steps: int = 100
     max_grad_norm: float = 1.0
     layer_decay: float = 1.0  # layer-wise lr decay over the vision tower; 1.0 = off
-    logit_scale_init: float = 2.6592  # ln(1 / 0.07), CLIP's
+    # ln(1 / temperature) at the start when the tower's checkpoint has none (a full CLIP checkpoint's own
+    # wins: OpenAI CLIP's is ln 100); 2.6592 = ln(1 / 0.07) is CLIP's from-scratch value. Clamped to
+    # [0, ln 100] after every step.
+    logit_scale_init: float = 2.6592
     train_crop_scale: tuple[float, float] = (0.9, 1.0)  # random-resized-crop area range
     shuffle_buffer: int = 1000  # samples
     # Processes per worker that decode and augment images ahead of the step (0: the training process does
@@ -89,6 +93,12 @@ class TrainVisionConfig:
         )
         low, high = self.train_crop_scale
         check(0 < low <= high <= 1, "train_crop_scale", "0 < low <= high <= 1", self.train_crop_scale)
+        check(
+            0 <= self.logit_scale_init <= math.log(100),
+            "logit_scale_init",
+            "in [0, ln 100 = 4.60517]",
+            self.logit_scale_init,
+        )
         check(self.max_failures >= 0, "max_failures", "zero or more", self.max_failures)
 
 

@@ -5,12 +5,13 @@ process group is up. Runs in one process (tests, bench) or per Ray Train worker.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from models.llm2clip import LLM2CLIPModel
+from models.llm2clip import MAX_LOGIT_SCALE, LLM2CLIPModel
 from ops.clip_loss import clip_loss
 from ops.distributed import average_gradients, gather_with_grad, rank_and_world
 from ops.master_weights import MasterWeights
@@ -83,6 +84,14 @@ def build_optimizer(model: LLM2CLIPModel, settings: VisionLoopSettings, master: 
     return optimizer, warmup_cosine_scheduler(optimizer, settings.warmup_steps, settings.max_steps)
 
 
+@torch.no_grad()
+def clamp_logit_scale(model: LLM2CLIPModel, master: MasterWeights | None = None) -> None:
+    """The logit scale itself held in [0, ln 100] after each step, as open_clip and the LLM2CLIP release
+    do (not only its exponential in the forward: a parameter past the clamp gets no gradient back)."""
+    parameter = dict(master.named_parameters())["logit_scale"] if master else model.logit_scale
+    parameter.clamp_(0.0, math.log(MAX_LOGIT_SCALE))
+
+
 def step_loss(model: LLM2CLIPModel, pixel_values: torch.Tensor, llm_embeddings: torch.Tensor) -> torch.Tensor:
     """This worker's share of the global CLIP loss: local rows against every worker's rows."""
     rank, _ = rank_and_world()
@@ -131,6 +140,7 @@ def train_steps(
         average_gradients(trainable)
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
         optimizer.step()
+        clamp_logit_scale(model, master)
         if master:
             master.write_back()
         scheduler.step()

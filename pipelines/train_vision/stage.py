@@ -20,6 +20,7 @@ from ops.stage import StageContext, StageOutcome, StageSpec
 from ops.webdataset_io import list_shards, shard_id_of
 from pipelines.train_vision.config import TrainVisionConfig, train_vision_inputs
 from pipelines.train_vision.data import training_sample_counts
+from pipelines.train_vision.model import logit_scale_plan
 from pipelines.train_vision.worker import run_training
 
 
@@ -82,4 +83,5 @@ STAGE = StageSpec(
     description="CLIP vision tower + LLM2CLIP adapter on Ray Train against the precomputed LLM features",
     resumable=True,  # a rerun keeps train/ so Ray Train resumes from the last checkpoint
     resolve_inputs=train_vision_inputs,
+    plan_notes=lambda config: [logit_scale_plan(config)],
 )

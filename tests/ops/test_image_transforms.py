@@ -48,3 +48,26 @@ def test_eval_transform_makes_the_pixels_clip_image_processor_makes():
         image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
         expected = processor(images=image, return_tensors="pt").pixel_values[0]
         assert torch.equal(eval_transform(image, config), expected), (height, width)
+
+
+def test_train_crop_keeps_the_scale_on_a_non_square_image():
+    """RandomResizedCrop's semantics: on a 4:3 image, scale (0.9, 1) covers 90-100% of the area (a square
+    of the short side would cover at most 75%), within aspect 3:4..4:3, inside the image."""
+    from ops.image_transforms import random_resized_crop_box
+
+    rng = random.Random(0)
+    widths = []
+    for _ in range(500):
+        left, top, width, height = random_resized_crop_box(400, 300, (0.9, 1.0), rng)
+        assert left >= 0 and left + width <= 400 and top >= 0 and top + height <= 300
+        assert 0.895 <= width * height / (400 * 300) <= 1.0
+        assert 3 / 4 - 0.01 <= width / height <= 4 / 3 + 0.01
+        widths.append(width)
+    assert min(widths) > 300  # never the short side's square
+
+
+def test_train_crop_falls_back_to_a_centred_crop_within_the_ratio():
+    from ops.image_transforms import random_resized_crop_box
+
+    # 4:1 panorama: no 90% crop fits within 4:3, so the centred 4:3 crop of full height
+    assert random_resized_crop_box(400, 100, (0.9, 1.0), random.Random(0)) == (133, 0, 133, 100)
