@@ -2,8 +2,9 @@
 
 Output layout:
   input/urls.parquet              the table img2dataset reads (validated, subset, url/caption/extra columns)
-  shards/{shard:05d}.tar          webdataset shards: {key}.jpg, {key}.txt (caption), {key}.json (metadata)
-  shards/{shard:05d}.parquet      img2dataset's per-row status of the shard
+  shards/{shard:05d}.tar          webdataset shards: {key}.jpg, {key}.txt (caption), {key}.json (metadata),
+                                  in key order (not the order the downloads finished in)
+  shards/{shard:05d}.parquet      img2dataset's per-row status of the shard, in key order
   shards/{shard:05d}_stats.json   img2dataset's shard stats; written last, so it is the shard's completion
                                   marker (img2dataset's incremental mode skips shards that have one)
   rejected.parquet                every row that did not become a sample, with its reason: bad_url and
@@ -45,6 +46,7 @@ def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
     img2dataset_main = sys.modules["img2dataset.main"]
 
     from pipelines.download.distributor import resilient_multiprocessing_distributor
+    from pipelines.download.sorted_writer import KeySortedShardWriter
 
     started = time.perf_counter()
     artifact = ctx.artifact
@@ -83,6 +85,8 @@ def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
             print(
                 f"[download] resuming: {len(done_before)} of {num_shards} shards already complete", flush=True
             )
+        # Each shard in key order, whatever order its download threads finished in (sorted_writer.py).
+        img2dataset_main.WebDatasetSampleWriter = KeySortedShardWriter
         if config.distributor == "multiprocessing":
             # img2dataset's own hangs for good when a worker process dies; this one retries the shard.
             img2dataset_main.multiprocessing_distributor = resilient_multiprocessing_distributor
@@ -116,7 +120,8 @@ def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
 
 STAGE = StageSpec(
     name="download",
-    code_version="2",  # 2: urls screened (bad_url, duplicate_url) before img2dataset
+    # 2: urls screened (bad_url, duplicate_url) before img2dataset; 3: shards written in key order
+    code_version="3",
     config_cls=DownloadConfig,
     inputs=("scenes",),
     run=run_download,

@@ -65,6 +65,16 @@ def _samples(shards: Path) -> dict[str, dict[str, bytes]]:
     return samples
 
 
+def _assert_in_key_order(shards: Path) -> None:
+    """Each shard's tar members and status rows in key order (not the order downloads finished in)."""
+    for tar_path in sorted(shards.glob("*.tar")):
+        with tarfile.open(tar_path) as tar:
+            keys = [member.name.split(".", 1)[0] for member in tar.getmembers()]
+        assert keys == sorted(keys), tar_path
+        status_keys = pq.read_table(tar_path.with_suffix(".parquet")).column("key").to_pylist()
+        assert status_keys == sorted(status_keys), tar_path
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
@@ -119,6 +129,7 @@ def test_failures_are_counted_kept_and_never_fatal(corpus, tmp_path):
         assert parts["txt"].decode() == meta["caption"] == f"caption of {meta['url'].split('/', 3)[-1]}"
         assert meta["note"].startswith("note ")
         assert Image.open(io.BytesIO(parts["jpg"])).size == (32, 32)
+    _assert_in_key_order(tmp_path / "dl" / "shards")
 
 
 def test_several_sources_with_their_own_formats_become_one_dataset(corpus, tmp_path):
@@ -166,6 +177,7 @@ def test_ray_distributor_gives_the_same_result(corpus, tmp_path, ray_session):
     outcome = run_download(_config(url_list, distributor="ray"), StageContext(artifact, {}))
     assert (outcome.counts.num_out, outcome.counts.num_rejected) == (NUM_GOOD, 4)
     assert len(_samples(tmp_path / "dl" / "shards")) == NUM_GOOD
+    _assert_in_key_order(tmp_path / "dl" / "shards")
 
 
 def test_bad_table_fails_before_any_download(tmp_path):
