@@ -25,9 +25,13 @@ class TrainVisionConfig:
     adapter_output_bias: bool = dataclasses.field(default=False, metadata=IN_KEY_WHEN_SET)
     projection_dim: int = 1280  # the shared image-text space
     dense_ratio: float = 0.5  # share of samples trained on the dense caption (LLM2CLIP: 50/50)
-    train_split_value: str = "train"  # samples whose json `split` differs are left out of training
-    eval_split_value: str = "eval"  # the held-out samples of the periodic and final evaluation
-    eval_max_samples: int = 1024  # at most this many held-out samples are evaluated
+    train_split_value: str = "train"  # samples whose `split` differs are left out of training
+    # Held out from training and scored during and after it: this many samples of the eval split where
+    # the data has one (its `split` column), else of the training data, chosen by hash of shard names and
+    # keys so that they sit in as few shards as can hold them (only those are read). 0: none, no reading.
+    num_eval_samples: int = 1024
+    eval_split_value: str = "eval"
+    eval_batch_size: int = dataclasses.field(default=256, metadata=NOT_IN_KEY)  # images per eval forward
     eval_every_steps: int = 0  # 0 = only at the end
     batch_size_per_worker: int = 64  # images; the loss sees num_workers x this many pairs
     max_steps: int = 1000
@@ -79,12 +83,13 @@ class TrainVisionConfig:
             "num_workers",
             "checkpoint_every_steps",
             "shuffle_buffer",
-            "eval_max_samples",
+            "eval_batch_size",
         ):
             check(getattr(self, name) > 0, name, "a positive integer", getattr(self, name))
         check(0 <= self.dense_ratio <= 1, "dense_ratio", "in [0, 1]", self.dense_ratio)
         check(self.learning_rate > 0, "learning_rate", "a positive number", self.learning_rate)
         check(0 < self.layer_decay <= 1, "layer_decay", "in (0, 1]", self.layer_decay)
+        check(self.num_eval_samples >= 0, "num_eval_samples", "zero (none) or more", self.num_eval_samples)
         check(
             self.eval_every_steps >= 0,
             "eval_every_steps",

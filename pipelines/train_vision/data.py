@@ -12,6 +12,7 @@ here, so the loop also runs in one process.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 from collections.abc import Iterator
 
@@ -22,12 +23,15 @@ import torch
 from ops.embedding_sidecar import field_matrix
 from ops.webdataset_io import iter_samples, shard_id_of
 from pipelines.train_vision.decode import collate, decode_ahead
-from pipelines.train_vision.records import DataPosition, JoinedSample, LoaderSettings
+from pipelines.train_vision.records import BatchDraw, DataPosition, JoinedSample, LoaderSettings
+from pipelines.train_vision.sample_plan import shard_splits
 
 
 def joined_samples(tar_path: str, sidecar_uri: str) -> Iterator[JoinedSample]:
-    """A shard's samples with their sidecar rows; the keys must match one to one, in order."""
+    """A shard's samples with their sidecar rows (the keys must match one to one, in order) and their
+    split from the shard's status table (sample_plan.shard_splits)."""
     fs, _ = fsspec.core.url_to_fs(tar_path)
+    splits = shard_splits(tar_path)
     with fsspec.open(sidecar_uri, "rb") as handle:
         table = pq.read_table(handle)
     keys = table["key"].to_pylist()
@@ -45,13 +49,12 @@ def joined_samples(tar_path: str, sidecar_uri: str) -> Iterator[JoinedSample]:
         vectors = {
             name: (matrix[row] if present[row] else None) for name, (matrix, present) in fields.items()
         }
-        meta = sample.get("json") or {}
         yield JoinedSample(
             sample["key"],
             sample["jpg"],
             vectors.get("original"),
             vectors.get("dense"),
-            meta.get("split"),
+            splits.get(sample["key"]),
             tar_path,
         )
         row += 1
@@ -85,42 +88,22 @@ def deal_training_samples(counts: dict[str, int], world: int) -> list[list[Shard
     return spans
 
 
-def training_sample_counts(tar_paths: list[str], split: str | None) -> dict[str, int]:
-    """Training samples per shard (those whose json `split` is absent or equals `split`), from
-    img2dataset's per-shard status table beside each tar (`<shard>.parquet`: rows with status
-    "success"); a shard without that table is read through instead."""
-    counts = {}
-    for tar_path in tar_paths:
-        fs, path = fsspec.core.url_to_fs(tar_path)
-        status_table = path.removesuffix(".tar") + ".parquet"
-        if fs.exists(status_table):
-            with fs.open(status_table, "rb") as handle:
-                table = pq.read_table(handle)
-            rows = [
-                row
-                for row in table.select(
-                    [c for c in ("status", "split") if c in table.column_names]
-                ).to_pylist()
-                if row.get("status", "success") == "success"
-            ]
-            counts[tar_path] = sum(split is None or row.get("split") in (None, split) for row in rows)
-        else:
-            counts[tar_path] = sum(
-                "jpg" in sample
-                and (split is None or (sample.get("json") or {}).get("split") in (None, split))
-                for sample in iter_samples(fs, tar_path)
-            )
-    return counts
+def is_training(sample: JoinedSample, settings: LoaderSettings) -> bool:
+    """The rule sample_plan.plan_samples counts by: a caption feature present, the training split (or
+    none), not held out."""
+    return (
+        (sample.original is not None or sample.dense is not None)
+        and (settings.split is None or sample.split is None or sample.split == settings.split)
+        and sample.key not in settings.held_out_keys
+    )
 
 
-def _is_training(sample: JoinedSample, split: str | None) -> bool:
-    return split is None or sample.split is None or sample.split == split
-
-
-def span_samples(span: ShardSpan, sidecars: dict[str, str], split: str | None) -> Iterator[JoinedSample]:
+def span_samples(
+    span: ShardSpan, sidecars: dict[str, str], settings: LoaderSettings
+) -> Iterator[JoinedSample]:
     index = 0
     for sample in joined_samples(span.tar_path, sidecars[shard_id_of(span.tar_path)]):
-        if not _is_training(sample, split):
+        if not is_training(sample, settings):
             continue
         if span.stop is not None and index >= span.stop:
             return
@@ -137,7 +120,7 @@ def _epoch_samples(
     rng.shuffle(order)
     buffer: list[JoinedSample] = []
     for span in order:
-        for sample in span_samples(span, sidecars, settings.split):
+        for sample in span_samples(span, sidecars, settings):
             buffer.append(sample)
             if len(buffer) >= settings.shuffle_buffer:
                 yield buffer.pop(rng.randrange(len(buffer)))
@@ -158,7 +141,8 @@ def training_batches(
     as batches are handed out. Skipped batches are read but not decoded. `training_counts` (training
     samples per shard) deals the samples to workers; one worker (world 1) takes every shard whole. With
     settings.decode_processes > 0 the images are decoded and augmented in that many processes, ahead of
-    the step; every batch is a function of its seed alone, so the batches are the same either way."""
+    the step; every batch is a function of its seed alone, so the batches are the same either way. An
+    image that does not decode is replaced by a spare (BatchDraw) and recorded in position.undecodable."""
     if training_counts is None:
         if world != 1:
             raise ValueError("training_counts are needed to deal samples to more than one worker")
@@ -170,9 +154,19 @@ def training_batches(
         decoded = decode_ahead(jobs, collate, settings, settings.decode_processes, settings.prefetch_batches)
     else:
         decoded = ((epoch, index, collate(chunk, settings, seed)) for epoch, index, chunk, seed in jobs)
-    for epoch, index, batch in decoded:
+    found = {tuple(entry) for entry in position.undecodable}
+    for epoch, index, (pixels, features, skipped) in decoded:
         position.epoch, position.batches_in_epoch = epoch, index + 1
-        yield batch
+        if skipped and not found.issuperset(skipped):
+            found.update(skipped)
+            position.undecodable = sorted([shard, key] for shard, key in found)
+            print(f"[train_vision] rank {rank}: skipped undecodable images {skipped}", flush=True)
+        yield pixels, features
+
+
+def spare_samples(batch_size: int) -> int:
+    """Spares a batch carries for images that turn out undecodable: 1 in 16, at least 2."""
+    return max(2, batch_size // 16)
 
 
 def _batch_jobs(
@@ -181,19 +175,27 @@ def _batch_jobs(
     settings: LoaderSettings,
     rank: int,
     position: DataPosition,
-) -> Iterator[tuple[int, int, list[JoinedSample], str]]:
-    """(epoch, index in the epoch, samples, seed) of every batch from `position` on, endlessly."""
+) -> Iterator[tuple[int, int, BatchDraw, str]]:
+    """(epoch, index in the epoch, samples with spares, seed) of every batch from `position` on, endlessly.
+    A batch's spares are the first samples of the next batch: whether one is needed is known only when the
+    images are decoded (ahead, maybe in another process), and batches must stay a function of the data."""
     epoch, skip = position.epoch, position.batches_in_epoch
+    size, num_spares = settings.batch_size, spare_samples(settings.batch_size)
     while True:
         samples = _epoch_samples(mine, sidecars, settings, rank, epoch)
+        window = list(itertools.islice(samples, size + num_spares))
         index = 0
-        while True:
-            chunk = [s for _, s in zip(range(settings.batch_size), samples)]
-            if len(chunk) < settings.batch_size:
-                break  # the last partial batch is dropped: every worker's step sees a full batch
+        # the last partial batch is dropped: every worker's step sees a full batch
+        while len(window) >= size:
             if index >= skip:
-                yield epoch, index, chunk, f"{settings.seed}/{epoch}/{rank}/{index}"
+                yield (
+                    epoch,
+                    index,
+                    BatchDraw(window[:size], window[size:]),
+                    f"{settings.seed}/{epoch}/{rank}/{index}",
+                )
             index += 1
+            window = window[size:] + list(itertools.islice(samples, size))
         if index == 0:
             raise ValueError(f"worker {rank}: its shards hold fewer than one batch of {settings.batch_size}")
         epoch, skip = epoch + 1, 0

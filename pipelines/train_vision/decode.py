@@ -20,36 +20,46 @@ from PIL import Image
 
 from ops.errors import BadInputError
 from ops.image_transforms import ImageDecodeError, decode_rgb, train_transform
-from pipelines.train_vision.records import JoinedSample, LoaderSettings
+from pipelines.train_vision.records import BatchDraw, JoinedSample, LoaderSettings
 
 
-def decode_sample(sample: JoinedSample) -> Image.Image:
+def _decoded_or_none(sample: JoinedSample) -> Image.Image | None:
     try:
         return decode_rgb(sample.jpg)
-    except ImageDecodeError as err:
-        raise BadInputError(
-            f"{sample.tar_path}: sample {sample.key!r}: {err.reason} ({err}); vision training needs "
-            "decodable images (the download stage re-encodes every image; recaption rejects bad ones)"
-        ) from None
+    except ImageDecodeError:
+        return None
 
 
 def collate(
-    chunk: list[JoinedSample], settings: LoaderSettings, seed: str
-) -> tuple[torch.Tensor, torch.Tensor]:
+    draw: BatchDraw, settings: LoaderSettings, seed: str
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, str]]]:
     """Decode and transform the images; per sample, the dense or the original caption's features
-    (drawn with dense_ratio; an absent one falls back to the other)."""
+    (drawn with dense_ratio; an absent one falls back to the other). A sample whose image does not decode
+    gives its place to the next spare and is returned as (shard, key) among the skipped; a batch whose
+    spares run out fails, naming them (the data is broken, not one sample)."""
     rng = random.Random(seed)
-    pixels, features = [], []
-    for sample in chunk:
-        pixels.append(train_transform(decode_sample(sample), settings.transform, rng))
+    spares = iter(draw.spares)
+    pixels, features, skipped = [], [], []
+    for sample in draw.samples:
+        image = _decoded_or_none(sample)
+        while image is None:
+            skipped.append((sample.tar_path, sample.key))
+            sample = next(spares, None)
+            if sample is None:
+                raise BadInputError(
+                    f"train_vision: {len(skipped)} undecodable images in one batch of {len(draw.samples)}, "
+                    f"more than its {len(draw.spares)} spares: {skipped[:8]}; check these shards"
+                )
+            image = _decoded_or_none(sample)
+        pixels.append(train_transform(image, settings.transform, rng))
         use_dense = rng.random() < settings.dense_ratio
         vector = sample.dense if use_dense else sample.original
         if vector is None:
             vector = sample.original if use_dense else sample.dense
-        if vector is None:
+        if vector is None:  # the loader deals only samples with caption features
             raise ValueError(f"sample {sample.key}: no caption embedding at all")
         features.append(torch.from_numpy(np.asarray(vector, dtype=np.float32)))
-    return torch.stack(pixels), torch.stack(features)
+    return torch.stack(pixels), torch.stack(features), skipped
 
 
 def _one_thread() -> None:

@@ -1,64 +1,85 @@
-"""The held-out set that train_vision scores during and after training: images of the eval split with
-their caption features, loaded once by rank 0, and the recalls on them."""
+"""The held-out set that train_vision scores during and after training: the samples sample_plan held out,
+read by rank 0 from the shards that hold them alone (each read up to its last held-out key), and the
+recalls on them, computed in batches under the run's autocast."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
 
-from ops.image_transforms import ImageTransformConfig, eval_transform
+from ops.image_transforms import ImageDecodeError, ImageTransformConfig, decode_rgb, eval_transform
 from ops.retrieval_metrics import image_text_recalls
 from ops.webdataset_io import shard_id_of
 from pipelines.train_vision.data import joined_samples
-from pipelines.train_vision.decode import decode_sample
+
+FIELDS = ("dense", "original")
 
 
-def eval_arrays(
-    tar_paths: list[str],
-    sidecars: dict[str, str],
-    split: str | None,
-    transform: ImageTransformConfig,
-    fields: tuple[str, ...],
-    max_samples: int,
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per caption field, (pixel values, features) of at most max_samples held-out samples of `split`,
-    in shard order; scanning stops once enough are found. Fields with no sample are left out."""
-    found: dict[str, tuple[list, list]] = {field: ([], []) for field in fields}
-    for tar_path in sorted(tar_paths):
-        if all(len(found[f][0]) >= max_samples for f in fields):
-            break
-        for sample in joined_samples(tar_path, sidecars[shard_id_of(tar_path)]):
-            if split is not None and sample.split != split:
-                continue
-            pixels = None
-            for field in fields:
-                vector = getattr(sample, field)
-                if vector is None or len(found[field][0]) >= max_samples:
-                    continue
-                pixels = pixels if pixels is not None else eval_transform(decode_sample(sample), transform)
-                found[field][0].append(pixels)
-                found[field][1].append(torch.from_numpy(np.asarray(vector, dtype=np.float32)))
-    return {field: (torch.stack(p), torch.stack(f)) for field, (p, f) in found.items() if p}
+@dataclasses.dataclass
+class HeldOutSet:
+    """Per caption field, (pixel values, features) of the held-out samples that have it."""
+
+    arrays: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    undecodable: list[tuple[str, str]]  # (shard, key) of held-out samples whose image did not decode
+    samples_read: int  # samples read from the shards to find them (the cost of loading the set)
 
 
 def held_out_set(
-    tar_paths: list[str], sidecars: dict[str, str], split: str, max_samples: int, transform
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Loaded once per run (rank 0): decoding the held-out images again at every eval would cost a scan."""
-    held_out = eval_arrays(tar_paths, sidecars, split, transform, ("dense", "original"), max_samples)
+    held_out: dict[str, tuple[str, ...]], sidecars: dict[str, str], transform: ImageTransformConfig
+) -> HeldOutSet:
+    """Loaded once per run (rank 0): decoding the held-out images again at every eval would cost a read.
+    `held_out` is sample_plan's tar path -> held-out keys; nothing is read when it is empty."""
+    found: dict[str, tuple[list, list]] = {field: ([], []) for field in FIELDS}
+    undecodable: list[tuple[str, str]] = []
+    samples_read = 0
+    for tar_path, keys in sorted(held_out.items()):
+        wanted = set(keys)
+        for sample in joined_samples(tar_path, sidecars[shard_id_of(tar_path)]):
+            samples_read += 1
+            if sample.key not in wanted:
+                continue
+            wanted.discard(sample.key)
+            try:
+                pixels = eval_transform(decode_rgb(sample.jpg), transform)
+            except ImageDecodeError:
+                undecodable.append((tar_path, sample.key))
+            else:
+                for field in FIELDS:
+                    vector = getattr(sample, field)
+                    if vector is not None:
+                        found[field][0].append(pixels)
+                        found[field][1].append(torch.from_numpy(np.asarray(vector, dtype=np.float32)))
+            if not wanted:
+                break  # the shard's last held-out sample: the rest of it is not read
+    arrays = {field: (torch.stack(p), torch.stack(f)) for field, (p, f) in found.items() if p}
     if not held_out:
-        print(f"[train_vision] no samples with split {split!r}: evaluation skipped")
-    return held_out
+        print("[train_vision] no held-out samples (num_eval_samples 0): evaluation skipped", flush=True)
+    return HeldOutSet(arrays, undecodable, samples_read)
 
 
-def evaluate(model, held_out: dict, device) -> dict[str, float]:
-    """I2T / T2I recall@1/5/10 on the held-out samples, against the dense and the original captions."""
+def evaluate(
+    model, held_out: HeldOutSet, device, batch_size: int, autocast_dtype: torch.dtype | None = None
+) -> dict[str, float]:
+    """I2T / T2I recall@1/5/10 on the held-out samples, against the dense and the original captions;
+    forwards of batch_size samples under the training's autocast."""
     model.eval()
     metrics = {}
-    with torch.no_grad():
-        for field, (pixels, features) in held_out.items():
-            out = model(pixel_values=pixels.to(device), llm_embeddings=features.to(device))
-            recalls = image_text_recalls(out["image_embeds"].float().cpu(), out["text_embeds"].float().cpu())
+    with (
+        torch.no_grad(),
+        torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None),
+    ):
+        for field, (pixels, features) in held_out.arrays.items():
+            images, texts = [], []
+            for start in range(0, len(features), batch_size):
+                out = model(
+                    pixel_values=pixels[start : start + batch_size].to(device),
+                    llm_embeddings=features[start : start + batch_size].to(device),
+                )
+                images.append(out["image_embeds"].float().cpu())
+                texts.append(out["text_embeds"].float().cpu())
+            recalls = image_text_recalls(torch.cat(images), torch.cat(texts))
             metrics.update({f"{field}_{name}": value for name, value in recalls.items()})
             metrics[f"{field}_eval_samples"] = float(len(features))
     model.train()

@@ -6,12 +6,17 @@ Output layout:
   export/         LLM2CLIPModel folder (safetensors + config + preprocessor_config.json):
                   LLM2CLIPModel.from_pretrained(...).get_image_features / get_text_features
   vision_tower/   the vision tower alone, a standard HF vision-model folder
-  eval.json       retrieval on the held-out split with the final weights
+  eval.json       retrieval on the held-out samples with the final weights
+  rejected/       samples not trained on, with their reason: no_caption_features.parquet (embed rejected
+                  every caption of the sample) and undecodable_image.parquet (met in training or in the
+                  held-out set; an image training never reaches is not found)
 """
 
 from __future__ import annotations
 
 import time
+
+import pyarrow.parquet as pq
 
 from ops.embedding_sidecar import check_sidecar_schema
 from ops.errors import BadInputError
@@ -19,9 +24,14 @@ from ops.manifest import StageCounts
 from ops.stage import StageContext, StageOutcome, StageSpec
 from ops.webdataset_io import list_shards, shard_id_of
 from pipelines.train_vision.config import TrainVisionConfig, train_vision_inputs
-from pipelines.train_vision.data import training_sample_counts
 from pipelines.train_vision.model import logit_scale_plan
-from pipelines.train_vision.worker import run_training
+from pipelines.train_vision.sample_plan import (
+    NO_CAPTION_FEATURES,
+    REJECTED_SCHEMA,
+    UNDECODABLE_IMAGE,
+    plan_samples,
+)
+from pipelines.train_vision.worker import UNDECODABLE_FILE, run_training
 
 
 def check_every_worker_has_a_batch(counts: dict[str, int], config: TrainVisionConfig) -> None:
@@ -62,12 +72,42 @@ def run_train_vision(config: TrainVisionConfig, ctx: StageContext) -> StageOutco
     check_adapter_fits(config, llm_dim)
     for uri in sidecars.values():  # fail here, naming the file, not inside a training worker
         check_sidecar_schema(uri, llm_dim)
-    counts = training_sample_counts(tar_paths, config.train_split_value)
-    check_every_worker_has_a_batch(counts, config)
-    result = run_training(config, vision_model, llm_dim, tar_paths, sidecars, counts, ctx)
+    with (
+        ctx.artifact.local_dir("rejected") as folder,
+        pq.ParquetWriter(f"{folder}/{NO_CAPTION_FEATURES}.parquet", REJECTED_SCHEMA) as rejected,
+    ):
+        samples = plan_samples(
+            tar_paths,
+            sidecars,
+            config.train_split_value,
+            config.eval_split_value,
+            config.num_eval_samples,
+            rejected,
+        )
+    held_out = sum(len(keys) for keys in samples.held_out.values())
+    trained = sum(samples.training_counts.values())
+    print(
+        f"[train_vision] {samples.num_samples} samples: {trained} to train on, {held_out} held out in "
+        f"{len(samples.held_out)} shards, {samples.no_caption} without caption features",
+        flush=True,
+    )
+    check_every_worker_has_a_batch(samples.training_counts, config)
+    result = run_training(config, vision_model, llm_dim, tar_paths, sidecars, samples, ctx)
     metrics = {**result, "stage_s": time.perf_counter() - started}
-    total = int(embed.read_manifest()["counts"]["num_in"])
-    counts = StageCounts(num_in=total, num_out=total, num_rejected=0)
+    with ctx.artifact.open(UNDECODABLE_FILE) as handle:
+        undecodable = pq.read_metadata(handle).num_rows
+    rejected_by_reason = {NO_CAPTION_FEATURES: samples.no_caption, UNDECODABLE_IMAGE: undecodable}
+    rejected_by_reason = {reason: n for reason, n in rejected_by_reason.items() if n}
+    num_rejected = sum(rejected_by_reason.values())
+    counts = StageCounts(
+        num_in=samples.num_samples,
+        num_out=samples.num_samples - num_rejected,
+        num_rejected=num_rejected,
+        rejected_by_reason=rejected_by_reason,
+    )
+    metrics.update(
+        num_train_samples=float(sum(samples.training_counts.values())), num_held_out=float(held_out)
+    )
     details = {"vision_model": vision_model, "llm_dim": llm_dim, "export": ctx.artifact.child_uri("export")}
     return StageOutcome(counts=counts, metrics=metrics, details=details)
 
@@ -75,8 +115,11 @@ def run_train_vision(config: TrainVisionConfig, ctx: StageContext) -> StageOutco
 STAGE = StageSpec(
     name="train_vision",
     # 2: training samples dealt to workers in equal ranges, not shards round-robin; 3: the export loads the
-    # Hub way (auto_map + modeling file, a complete CLIPImageProcessor file), held-out resize as CLIP's
-    code_version="3",
+    # Hub way (auto_map + modeling file, a complete CLIPImageProcessor file), held-out resize as CLIP's;
+    # 4: logit scale from the pretrained checkpoint and clamped in place, random resized crop with aspect,
+    # samples without caption features never dealt, undecodable images replaced by spares, the held-out
+    # set chosen by hash (num_eval_samples) and left out of training
+    code_version="4",
     config_cls=TrainVisionConfig,
     inputs=("download", "embed", "tiny_models"),
     run=run_train_vision,

@@ -14,6 +14,9 @@ from ops.config_schema import settings_from
 from ops.stage import StageContext
 from pipelines.ray_train import RunLinks, fit_in_artifact, job_of, run_links
 from pipelines.train_vision.config import TrainVisionConfig
+from pipelines.train_vision.sample_plan import UNDECODABLE_IMAGE, SamplePlan
+
+UNDECODABLE_FILE = "rejected/undecodable_image.parquet"
 
 LOG_EVERY_STEPS = 5
 
@@ -27,7 +30,7 @@ class VisionJob:
     llm_dim: int  # width of the caption features in the sidecars
     tar_paths: list[str]
     sidecars: dict[str, str]  # shard id -> its embedding sidecar
-    training_counts: dict[str, int]  # tar path -> training samples in it (deals the samples to workers)
+    samples: SamplePlan  # training samples per shard (deals them to workers) and the held-out keys
     links: RunLinks
 
 
@@ -73,6 +76,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             position = DataPosition(**state["positions"][rank])
         else:  # another worker count deals shards differently: start the next epoch afresh
             position = DataPosition(epoch=max(p["epoch"] for p in state["positions"]) + 1)
+            if rank == 0:  # the undecodable images met so far stay counted
+                met = {tuple(e) for p in state["positions"] for e in p.get("undecodable", [])}
+                position.undecodable = [list(e) for e in sorted(met)]
         print(f"[train_vision] rank {rank}: resumed from step {start_step} at {position}")
 
     loader = settings_from(
@@ -80,18 +86,19 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         config,
         batch_size=config.batch_size_per_worker,
         split=config.train_split_value,
+        held_out_keys=job.samples.held_out_keys,
         transform=transform,
     )
     batches = training_batches(
-        job.tar_paths, job.sidecars, loader, rank, world, position, job.training_counts
+        job.tar_paths, job.sidecars, loader, rank, world, position, job.samples.training_counts
     )
     metrics_log = Rank0Metrics(job.links, rank)
     autocast = torch.bfloat16 if (config.use_gpu and config.bf16) else None
-    held_out = {}
-    if rank == 0:
-        held_out = held_out_set(
-            job.tar_paths, job.sidecars, config.eval_split_value, config.eval_max_samples, transform
-        )
+    held_out = held_out_set(job.samples.held_out if rank == 0 else {}, job.sidecars, transform)
+
+    def evaluate_now() -> dict[str, float]:
+        return evaluate(model, held_out, device, config.eval_batch_size, autocast)
+
     clock = {"last": time.perf_counter(), "loop_started": time.perf_counter()}
 
     def on_step(step: int, metrics: dict[str, float]) -> None:
@@ -103,7 +110,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             logged = {**metrics, "images_per_s": images_per_s}
             metrics_log.log({f"train_{k}": v for k, v in logged.items()}, step)
         if rank == 0 and config.eval_every_steps and step % config.eval_every_steps == 0 and not final:
-            metrics_log.log({f"eval_{k}": v for k, v in evaluate(model, held_out, device).items()}, step)
+            metrics_log.log({f"eval_{k}": v for k, v in evaluate_now().items()}, step)
         if step % config.checkpoint_every_steps == 0 or final:
             positions = [dataclasses.asdict(position)]
             if world > 1:  # every worker's data position goes into rank 0's checkpoint
@@ -121,8 +128,14 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             )
 
     train_steps(model, batches, loop, optimizer, scheduler, start_step, on_step, device, autocast, master)
+    undecodable = [position.undecodable]
+    if world > 1:
+        undecodable = [None] * world
+        dist.all_gather_object(undecodable, position.undecodable)
     if rank == 0:
-        final = evaluate(model, held_out, device)
+        met = {tuple(e) for entries in undecodable for e in entries} | set(held_out.undecodable)
+        write_undecodable(ArtifactDir(job.links.artifact_uri), sorted(met))
+        final = evaluate_now()
         metrics_log.log({f"eval_{k}": v for k, v in final.items()}, config.max_steps)
         artifact = ArtifactDir(job.links.artifact_uri)
         artifact.write_json_atomic("eval.json", final)
@@ -133,17 +146,31 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             model.save_vision_tower(folder)
 
 
+def write_undecodable(artifact: ArtifactDir, entries: list[tuple[str, str]]) -> None:
+    """The rejected sink of images that training or the held-out set could not decode."""
+    import pyarrow as pa
+
+    from pipelines.train_vision.sample_plan import REJECTED_SCHEMA
+
+    rows = {
+        "key": [key for _, key in entries],
+        "shard": [shard for shard, _ in entries],
+        "reason": [UNDECODABLE_IMAGE] * len(entries),
+    }
+    artifact.write_parquet_atomic(UNDECODABLE_FILE, pa.table(rows, schema=REJECTED_SCHEMA))
+
+
 def run_training(
     config: TrainVisionConfig,
     vision_model: str,
     llm_dim: int,
     tar_paths: list[str],
     sidecars: dict[str, str],
-    training_counts: dict[str, int],
+    samples: SamplePlan,
     ctx: StageContext,
 ) -> dict[str, float]:
     """TorchTrainer; its storage under the artifact lets a rerun resume from the last checkpoint."""
-    job = VisionJob(config, vision_model, llm_dim, tar_paths, sidecars, training_counts, run_links(ctx))
+    job = VisionJob(config, vision_model, llm_dim, tar_paths, sidecars, samples, run_links(ctx))
     result, elapsed = fit_in_artifact(train_worker, job, config, ctx)
     start_step = int(result.metrics.get("start_step", 0))
     images = (config.max_steps - start_step) * config.batch_size_per_worker * config.num_workers

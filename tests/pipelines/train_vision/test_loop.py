@@ -22,7 +22,6 @@ from pipelines.train_vision.data import (
     joined_samples,
     span_samples,
     training_batches,
-    training_sample_counts,
 )
 from pipelines.train_vision.loop import (
     VisionLoopSettings,
@@ -114,11 +113,16 @@ def test_samples_are_dealt_in_equal_ranges_so_every_worker_gets_data():
 
 
 def test_two_workers_on_the_demos_shards_get_disjoint_training_samples(demo_data):
+    from pipelines.train_vision.sample_plan import plan_samples
+
     shards, sidecars, _, _ = demo_data
-    counts = training_sample_counts(shards, "train")
-    assert sum(counts.values()) == 48  # the small demo's training scenes, from img2dataset's status tables
+    plan = plan_samples(shards, sidecars, "train", "eval", 1024)
+    counts = plan.training_counts
+    assert sum(counts.values()) == 48  # the small demo's training scenes, split from the status tables
+    assert len(plan.held_out_keys) == 16  # its eval scenes
+    settings = _loader(None)
     keys = [
-        [sample.key for span in spans for sample in span_samples(span, sidecars, "train")]
+        [sample.key for span in spans for sample in span_samples(span, sidecars, settings)]
         for spans in deal_training_samples(counts, world=2)
     ]
     assert len(keys[0]) == len(keys[1]) == 24 and not set(keys[0]) & set(keys[1])
@@ -212,18 +216,19 @@ def test_gathered_loss_on_two_processes_equals_the_single_process_loss(demo_data
     assert torch.allclose(gathered["grad"], model.text_adapter.output.weight.grad, atol=1e-6)
 
 
-def test_held_out_set_stops_at_its_cap_and_is_empty_without_the_split(demo_data):
-    from pipelines.train_vision.held_out import eval_arrays
+def test_held_out_set_holds_the_demos_eval_scenes_with_both_captions(demo_data):
+    from pipelines.train_vision.held_out import held_out_set
+    from pipelines.train_vision.sample_plan import plan_samples
 
     shards, sidecars, llm_dim, vision = demo_data
     _, transform = build_model(SMALL, vision, llm_dim)
-    held_out = eval_arrays(shards, sidecars, "eval", transform, ("dense", "original"), max_samples=5)
-    assert {f: tuple(t.shape) for f, (p, t) in held_out.items()} == {
+    plan = plan_samples(shards, sidecars, "train", "eval", 5)
+    held_out = held_out_set(plan.held_out, sidecars, transform)
+    assert {f: tuple(t.shape) for f, (p, t) in held_out.arrays.items()} == {
         "dense": (5, llm_dim),
         "original": (5, llm_dim),
     }
-    assert torch.equal(held_out["dense"][0], held_out["original"][0])  # the same images, two captions each
-    assert eval_arrays(shards, sidecars, "no-such-split", transform, ("dense",), max_samples=5) == {}
+    assert torch.equal(held_out.arrays["dense"][0], held_out.arrays["original"][0])  # same images
 
 
 def test_too_few_training_samples_for_the_workers_fail_before_training_naming_the_fields():
