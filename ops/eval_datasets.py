@@ -11,6 +11,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+from ops.zero_shot_names import class_names
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
@@ -203,8 +205,11 @@ def caption_tsv(
     return build_retrieval_set(name, _limit(pairs, max_images), language)
 
 
-def image_folder_classes(name: str, root: Path, max_per_class: int = 0) -> ClassificationSet:
-    """ImageNet-style `root/<class name>/*.jpg`; class names from the folder names ('_' becomes ' ')."""
+def image_folder_classes(
+    name: str, root: Path, max_per_class: int = 0, names_file: str = ""
+) -> ClassificationSet:
+    """ImageNet-style `root/<class folder>/*.jpg`; class names by ops.zero_shot_names.class_names (CLIP's
+    names for ImageNet's WordNet-id folders, a names file, or the folder names)."""
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not found")
     classes = sorted(p for p in root.iterdir() if p.is_dir())
@@ -216,4 +221,4 @@ def image_folder_classes(name: str, root: Path, max_per_class: int = 0) -> Class
         files = files[:max_per_class] if max_per_class > 0 else files
         images.extend(str(p) for p in files)
         labels.extend([label] * len(files))
-    return ClassificationSet(name, images, labels, [p.name.replace("_", " ") for p in classes])
+    return ClassificationSet(name, images, labels, class_names(root, [p.name for p in classes], names_file))

@@ -1,8 +1,23 @@
-"""Retrieval metrics over embedding matrices."""
+"""Retrieval metrics over embedding matrices.
+
+Ties: two rules, `ties=`.
+- "standard" (the default): what CLIP_benchmark and the papers' evaluators compute, a top-k by score in
+  which equal scores are ordered by index (torch.topk's order), so that of two identical captions of
+  different images one query hits and one misses. Use it to compare with published numbers.
+- "strict": a match must beat every other candidate outright; any tie is a miss (0.0 where the standard
+  rule gives 0.5 on exact duplicates). The long-caption experiment and CRA use it: a model that cannot tell
+  two texts apart gets no credit there.
+COCO has duplicate captions, so the evaluate stage reports the standard figure, and beside it the strict
+one and the number of queries whose best match ties with a non-match (`*_tied_queries`).
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+
+TieRule = Literal["standard", "strict"]
 
 
 def caption_retrieval_accuracy(first: torch.Tensor, second: torch.Tensor) -> float:
@@ -22,80 +37,119 @@ def caption_retrieval_accuracy(first: torch.Tensor, second: torch.Tensor) -> flo
 
 
 def recall_at_k(
-    queries: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)
+    queries: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10), ties: TieRule = "standard"
 ) -> dict[int, float]:
     """Query i's match is target i: the share of queries whose match ranks in the top k by cosine
-    similarity (ties resolved against the match: it must beat every other target strictly to rank ahead)."""
+    similarity, ties ordered by the rule `ties` (module docstring)."""
     if queries.shape[0] != targets.shape[0] or queries.ndim != 2 or targets.ndim != 2:
         raise ValueError(
             f"expected [n, d] queries and targets, got {tuple(queries.shape)} and {tuple(targets.shape)}"
         )
-    similarity = (
-        torch.nn.functional.normalize(queries.float(), dim=-1)
-        @ torch.nn.functional.normalize(targets.float(), dim=-1).T
+    similarity = _cosine(queries, targets)
+    matches = torch.eye(similarity.shape[0], dtype=torch.bool)
+    ranks = _rank_of_best_match(similarity, matches, ties)
+    return {k: (ranks < k).float().mean().item() for k in ks}
+
+
+def _cosine(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    return (
+        torch.nn.functional.normalize(first.float(), dim=-1)
+        @ torch.nn.functional.normalize(second.float(), dim=-1).T
     )
-    others_ahead = _others_ahead(similarity)
-    return {k: (others_ahead < k).float().mean().item() for k in ks}
-
-
-def _others_ahead(similarity: torch.Tensor) -> torch.Tensor:
-    """Per row, the rank of its diagonal entry: how many other columns score at least as high."""
-    return (similarity >= similarity.diagonal().unsqueeze(1)).sum(dim=1) - 1
 
 
 def top1_hits(similarity: torch.Tensor) -> list[bool]:
     """Per row of a square similarity matrix, whether its own column (the diagonal) beats every other
-    strictly: R@1 per query, with ties counted as misses as recall_at_k counts them."""
-    return (_others_ahead(similarity) == 0).tolist()
+    strictly: R@1 per query under the strict rule (the long-caption experiment's)."""
+    return ((similarity >= similarity.diagonal().unsqueeze(1)).sum(dim=1) == 1).tolist()
 
 
 def image_text_recalls(
-    image: torch.Tensor, text: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)
+    image: torch.Tensor, text: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10), ties: TieRule = "standard"
 ) -> dict[str, float]:
     """I2T and T2I recall@k for paired rows (row i of image matches row i of text)."""
-    metrics = {f"i2t_r{k}": v for k, v in recall_at_k(image, text, ks).items()}
-    metrics.update({f"t2i_r{k}": v for k, v in recall_at_k(text, image, ks).items()})
+    metrics = {f"i2t_r{k}": v for k, v in recall_at_k(image, text, ks, ties).items()}
+    metrics.update({f"t2i_r{k}": v for k, v in recall_at_k(text, image, ks, ties).items()})
     return metrics
 
 
-def _rank_of_best_match(similarity: torch.Tensor, matches: torch.Tensor) -> torch.Tensor:
-    """Per row, the 0-based rank of its best-scoring matching column, ties counted against it: the number
-    of non-matching columns scoring at least as high as that match."""
-    best_match = similarity.masked_fill(~matches, float("-inf")).max(dim=1, keepdim=True).values
-    return ((similarity >= best_match) & ~matches).sum(dim=1)
+def _best_match(similarity: torch.Tensor, matches: torch.Tensor) -> torch.Tensor:
+    return similarity.masked_fill(~matches, float("-inf")).max(dim=1, keepdim=True).values
 
 
-def multi_caption_recalls(
-    image: torch.Tensor, text: torch.Tensor, caption_image: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)
-) -> dict[str, float]:
-    """Retrieval with several captions per image (COCO/Flickr: 5). caption_image[j] is the image of
-    caption j. Image-to-text: a hit at k when any of the image's captions ranks in the top k; text-to-image:
-    the caption's image ranks in the top k. Cosine similarity; ties count as misses."""
+def _rank_of_best_match(similarity: torch.Tensor, matches: torch.Tensor, ties: TieRule) -> torch.Tensor:
+    """Per row, the 0-based rank of its best-scoring matching column among the non-matching ones: those
+    scoring higher, and those scoring the same when they come first by index ("standard": a top-k in
+    which equal scores keep index order, CLIP_benchmark's) or always ("strict")."""
+    if ties not in ("standard", "strict"):
+        raise ValueError(f"ties: expected 'standard' or 'strict', got {ties!r}")
+    best = _best_match(similarity, matches)
+    if ties == "strict":
+        return ((similarity >= best) & ~matches).sum(dim=1)
+    columns = torch.arange(similarity.shape[1]).unsqueeze(0)
+    first_best = torch.where(matches & (similarity == best), columns, similarity.shape[1])
+    first_best = first_best.min(dim=1, keepdim=True).values
+    ahead = (similarity > best) | ((similarity == best) & (columns < first_best))
+    return (ahead & ~matches).sum(dim=1)
+
+
+def tied_queries(similarity: torch.Tensor, matches: torch.Tensor) -> int:
+    """Queries whose best match scores the same as some non-matching candidate (exact duplicates)."""
+    return int(((similarity == _best_match(similarity, matches)) & ~matches).any(dim=1).sum())
+
+
+def _caption_matches(image: torch.Tensor, text: torch.Tensor, caption_image: torch.Tensor) -> torch.Tensor:
     if text.shape[0] != caption_image.shape[0]:
         raise ValueError(f"{text.shape[0]} captions but {caption_image.shape[0]} caption->image indices")
-    similarity = (
-        torch.nn.functional.normalize(image.float(), dim=-1)
-        @ torch.nn.functional.normalize(text.float(), dim=-1).T
-    )
     matches = caption_image.unsqueeze(0) == torch.arange(image.shape[0]).unsqueeze(1)  # [images, captions]
     if not matches.any(dim=1).all():
         raise ValueError("every image needs at least one caption")
-    image_ranks = _rank_of_best_match(similarity, matches)
-    text_ranks = _rank_of_best_match(similarity.T, matches.T)
+    return matches
+
+
+def multi_caption_recalls(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    caption_image: torch.Tensor,
+    ks: tuple[int, ...] = (1, 5, 10),
+    ties: TieRule = "standard",
+) -> dict[str, float]:
+    """Retrieval with several captions per image (COCO/Flickr: 5). caption_image[j] is the image of
+    caption j. Image-to-text: a hit at k when any of the image's captions ranks in the top k; text-to-image:
+    the caption's image ranks in the top k. Cosine similarity; ties by the rule `ties`."""
+    matches = _caption_matches(image, text, caption_image)
+    similarity = _cosine(image, text)
+    image_ranks = _rank_of_best_match(similarity, matches, ties)
+    text_ranks = _rank_of_best_match(similarity.T, matches.T, ties)
     metrics = {f"i2t_r{k}": (image_ranks < k).float().mean().item() for k in ks}
     metrics.update({f"t2i_r{k}": (text_ranks < k).float().mean().item() for k in ks})
     return metrics
 
 
+def benchmark_recalls(
+    image: torch.Tensor, text: torch.Tensor, caption_image: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)
+) -> dict[str, float]:
+    """What a benchmark table reports: the standard recalls, the strict ones beside them (`*_strict`),
+    and per direction the queries whose best match is tied (`i2t_tied_queries`, `t2i_tied_queries`)."""
+    metrics = multi_caption_recalls(image, text, caption_image, ks, "standard")
+    strict = multi_caption_recalls(image, text, caption_image, ks, "strict")
+    metrics.update({f"{name}_strict": value for name, value in strict.items()})
+    matches = _caption_matches(image, text, caption_image)
+    similarity = _cosine(image, text)
+    metrics["i2t_tied_queries"] = float(tied_queries(similarity, matches))
+    metrics["t2i_tied_queries"] = float(tied_queries(similarity.T, matches.T))
+    return metrics
+
+
 def zero_shot_accuracy(
-    image: torch.Tensor, class_text: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)
+    image: torch.Tensor,
+    class_text: torch.Tensor,
+    labels: torch.Tensor,
+    ks: tuple[int, ...] = (1, 5),
+    ties: TieRule = "standard",
 ) -> dict[str, float]:
     """Top-k accuracy of classifying images by their most similar class embedding (class_text: one row
-    per class, e.g. the mean of its prompt templates' features). Ties count as misses."""
-    similarity = (
-        torch.nn.functional.normalize(image.float(), dim=-1)
-        @ torch.nn.functional.normalize(class_text.float(), dim=-1).T
-    )
+    per class, e.g. the mean of its prompt templates' features); ties by the rule `ties`."""
     matches = labels.unsqueeze(1) == torch.arange(class_text.shape[0]).unsqueeze(0)
-    ranks = _rank_of_best_match(similarity, matches)
+    ranks = _rank_of_best_match(_cosine(image, class_text), matches, ties)
     return {f"top{k}": (ranks < k).float().mean().item() for k in ks}

@@ -177,9 +177,10 @@ def evaluate_arm(arm: str, model, data: CaptionedImages, batch_size: int = 64) -
             ),
             dim=-1,
         )
-        metrics.update(
-            {f"{kind}_{name}": value for name, value in image_text_recalls(image, text, KS).items()}
-        )
+        # The strict tie rule (ops.retrieval_metrics), kept on purpose: clip_77 cuts siblings' captions to
+        # the same 77 tokens, and a tie it cannot break must not count as half a hit.
+        recalls = image_text_recalls(image, text, KS, ties="strict")
+        metrics.update({f"{kind}_{name}": value for name, value in recalls.items()})
         if kind == "long":
             similarity = image @ text.T  # hits count ties as misses, as the recalls do
             metrics["long_i2t_hits"] = top1_hits(similarity)

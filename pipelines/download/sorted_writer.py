@@ -18,6 +18,7 @@ import json
 import os
 import tarfile
 import tempfile
+from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -80,7 +81,7 @@ class KeySortedShardWriter:
             with self.fs.open(self.tar_path, "wb") as out:
                 copy_tar_in_key_order(self.scratch_path, out)
         finally:
-            os.remove(self.scratch_path)
+            Path(self.scratch_path).unlink()
         table = pa.Table.from_pylist(self.rows, schema=self.schema)
         if "key" in table.column_names:
             table = table.sort_by("key")

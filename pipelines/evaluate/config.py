@@ -42,8 +42,13 @@ class BenchmarkSpec:
 @dataclasses.dataclass(frozen=True)
 class ZeroShotSpec:
     name: str
-    root: str  # ImageNet-style folder: root/<class_name>/*.jpg
-    templates: tuple[str, ...] = ("a photo of a {}.",)  # "{}" is replaced by the class name
+    # ImageNet-style folder, root/<class folder>/*.jpg. Folders named by ImageNet-1k WordNet id (the
+    # standard val layout, n01440764/...) get CLIP's class names; other id-named folders need class_names.
+    root: str
+    # "{}" is replaced by the class name; empty: CLIP's 80 ImageNet templates (ops/data), as CLIP and
+    # CLIP_benchmark evaluate ImageNet
+    templates: tuple[str, ...] = ()
+    class_names: str = ""  # a .json {folder: name} or a file of one name per line (sorted folder order)
     max_per_class: int = 0
 
     def __post_init__(self):

@@ -15,9 +15,18 @@ def _is_retrieval(metrics: dict[str, float]) -> bool:
     return "i2t_r1" in metrics
 
 
+def _ties_matter(metrics: dict[str, float]) -> bool:
+    return any(
+        metrics.get(f"{d}_r{k}_strict", metrics[f"{d}_r{k}"]) != metrics[f"{d}_r{k}"]
+        for d in ("i2t", "t2i")
+        for k in KS
+    )
+
+
 def tables(results: dict[str, dict[str, float]], title: str) -> tuple[str, str]:
     """(markdown, html). First the paper's layout: one row, an I2T/T2I R@1 column pair per retrieval set
-    (percent); then per set R@1/5/10 and CRA; then zero-shot top-1/top-5."""
+    (percent, the standard tie rule, comparable with the papers); then per set R@1/5/10 and CRA; where
+    duplicates make them differ, the strict R@1 and the tied queries; then zero-shot top-1/top-5."""
     retrieval = {name: m for name, m in results.items() if _is_retrieval(m)}
     zero_shot = {name: m for name, m in results.items() if not _is_retrieval(m)}
     blocks: list[tuple[str, list[str], list[list[str]]]] = []
@@ -35,6 +44,24 @@ def tables(results: dict[str, dict[str, float]], title: str) -> tuple[str, str]:
             for name, m in retrieval.items()
         ]
         blocks.append(("Retrieval detail (%)", detail_header, detail_rows))
+        tied = {name: m for name, m in retrieval.items() if _ties_matter(m)}
+        if tied:  # where duplicates make the two rules differ (ops.retrieval_metrics)
+            tie_header = ["set"] + [
+                f"{d} R@1 {rule}" for d in ("I2T", "T2I") for rule in ("standard", "strict")
+            ]
+            tie_rows = [
+                [name]
+                + [f"{100 * m[f'{d}_r1{suffix}']:.1f}" for d in ("i2t", "t2i") for suffix in ("", "_strict")]
+                + [f"{m['i2t_tied_queries']:.0f} / {m['t2i_tied_queries']:.0f}"]
+                for name, m in tied.items()
+            ]
+            blocks.append(
+                (
+                    "Ties (standard: CLIP_benchmark's rule; strict: ties are misses)",
+                    [*tie_header, "tied queries I2T / T2I"],
+                    tie_rows,
+                )
+            )
     if zero_shot:
         rows = [
             [name, f"{m['images']:.0f}", f"{100 * m['top1']:.1f}", f"{100 * m['top5']:.1f}"]

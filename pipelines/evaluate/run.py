@@ -12,8 +12,9 @@ from PIL import Image
 from ops import eval_datasets
 from ops.artifact_dir import ArtifactDir
 from ops.image_transforms import ImageDecodeError, decode_rgb, eval_transform
-from ops.retrieval_metrics import caption_retrieval_accuracy, multi_caption_recalls, zero_shot_accuracy
+from ops.retrieval_metrics import benchmark_recalls, caption_retrieval_accuracy, zero_shot_accuracy
 from ops.stage import StageContext
+from ops.zero_shot_names import clip_imagenet_templates
 
 
 def load_retrieval_set(spec, shards_uri: str | None, scenes_split: str) -> eval_datasets.RetrievalSet:
@@ -108,7 +109,8 @@ def retrieval_metrics(encoders: Encoders, data: eval_datasets.RetrievalSet) -> t
     images = encoders.image_features(data.images)
     llm = encoders.llm_features(data.captions)
     text = encoders.text_features(llm)
-    metrics = multi_caption_recalls(images, text, torch.tensor(data.caption_image))
+    # the standard (CLIP_benchmark) tie rule, with the strict figures and the tied queries beside it
+    metrics = benchmark_recalls(images, text, torch.tensor(data.caption_image))
     owned = data.captions_per_image()
     pairs = [(captions[0], captions[1]) for captions in owned if len(captions) >= 2]
     if len(pairs) >= 2:  # CRA: caption 1 retrieves caption 2 among all second captions (LLM features)
@@ -121,10 +123,13 @@ def retrieval_metrics(encoders: Encoders, data: eval_datasets.RetrievalSet) -> t
 
 
 def zero_shot_metrics(encoders: Encoders, spec) -> dict[str, float]:
-    data = eval_datasets.image_folder_classes(spec.name, Path(spec.root), spec.max_per_class)
-    prompts = [template.format(name) for name in data.class_names for template in spec.templates]
+    data = eval_datasets.image_folder_classes(
+        spec.name, Path(spec.root), spec.max_per_class, spec.class_names
+    )
+    templates = spec.templates or clip_imagenet_templates()
+    prompts = [template.format(name) for name in data.class_names for template in templates]
     text = torch.nn.functional.normalize(encoders.text_features(encoders.llm_features(prompts)), dim=-1)
-    per_class = text.reshape(len(data.class_names), len(spec.templates), -1).mean(dim=1)
+    per_class = text.reshape(len(data.class_names), len(templates), -1).mean(dim=1)
     metrics = zero_shot_accuracy(encoders.image_features(data.images), per_class, torch.tensor(data.labels))
     metrics["images"] = float(len(data.images))
     return metrics

@@ -45,8 +45,9 @@ def run_evaluate(config: EvaluateConfig, ctx: StageContext) -> StageOutcome:
 STAGE = StageSpec(
     name="evaluate",
     # 2: images decoded as training decodes them (16-bit scaled, pixel limit); 3: the resize's long side
-    # truncated as CLIPImageProcessor does
-    code_version="3",
+    # truncated as CLIPImageProcessor does; 4: recall by CLIP_benchmark's tie rule (strict beside it),
+    # ImageNet's WordNet-id folders named by CLIP's class names, CLIP's 80 templates by default
+    code_version="4",
     config_cls=EvaluateConfig,
     inputs=("download", "finetune_text", "train_vision"),
     run=run_evaluate,

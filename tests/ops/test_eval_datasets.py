@@ -102,3 +102,35 @@ def test_image_folder_classes(tmp_path: Path):
             (tmp_path / name / f"{i}.jpg").write_bytes(b"x")
     data = ds.image_folder_classes("pets", tmp_path, max_per_class=2)
     assert data.class_names == ["golden retriever", "tabby cat"] and data.labels == [0, 0, 1, 1]
+
+
+def _class_folders(root: Path, names: list[str]) -> None:
+    for folder in names:
+        (root / folder).mkdir(parents=True)
+        (root / folder / "a.jpg").write_bytes(b"x")  # only listed, never decoded here
+
+
+def test_imagenet_wordnet_id_folders_get_clips_class_names_and_templates(tmp_path: Path):
+    """The standard val layout names folders by WordNet id: prompts must say "tench", not "n01440764"."""
+    from ops.zero_shot_names import clip_imagenet_templates, imagenet_metadata
+
+    _class_folders(tmp_path, ["n01440764", "n01443537", "n15075141"])
+    data = ds.image_folder_classes("imagenet", tmp_path)
+    assert data.class_names == ["tench", "goldfish", "toilet paper"]
+    metadata = imagenet_metadata()
+    assert len(metadata["wnids"]) == len(set(metadata["wnids"])) == len(metadata["class_names"]) == 1000
+    assert metadata["wnids"] == sorted(metadata["wnids"])  # the standard label order
+    templates = clip_imagenet_templates()
+    assert len(templates) == 80 and all("{}" in t for t in templates)
+
+
+def test_id_named_folders_without_names_are_an_error_naming_the_folder(tmp_path: Path):
+    _class_folders(tmp_path / "set", ["n99999999", "n01440764"])  # not all ImageNet-1k ids
+    with pytest.raises(ValueError, match=r"set: class folders are named by id \(n99999999"):
+        ds.image_folder_classes("odd", tmp_path / "set")
+    (tmp_path / "names.json").write_text(json.dumps({"n99999999": "unicorn", "n01440764": "tench fish"}))
+    named = ds.image_folder_classes("odd", tmp_path / "set", names_file=str(tmp_path / "names.json"))
+    assert named.class_names == ["tench fish", "unicorn"]  # sorted folders: n01440764, n99999999
+    (tmp_path / "names.txt").write_text("only one\n")
+    with pytest.raises(ValueError, match=r"names.txt: 1 names for 2 class folders"):
+        ds.image_folder_classes("odd", tmp_path / "set", names_file=str(tmp_path / "names.txt"))

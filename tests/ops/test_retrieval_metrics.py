@@ -81,3 +81,37 @@ def test_top1_hits_count_ties_as_misses_and_agree_with_recall_at_1():
     hits = top1_hits(cosine)
     assert 0 < sum(hits) < 40
     assert abs(sum(hits) / 40 - recall_at_k(image, text, (1,))[1]) < 1e-6
+
+
+def _clip_benchmark_recall(scores: torch.Tensor, positive_pairs: torch.Tensor, k: int) -> float:
+    """CLIP_benchmark's convention, written out: a query hits at k when one of its positives is among
+    torch.topk's k indices (equal scores in index order)."""
+    top = torch.topk(scores, k, dim=1).indices
+    found = (F.one_hot(top, scores.shape[1]) * positive_pairs.unsqueeze(1)).sum(dim=(1, 2))
+    return (found > 0).float().mean().item()
+
+
+def test_standard_ties_match_clip_benchmark_and_strict_ones_count_duplicates_as_misses():
+    from ops.retrieval_metrics import benchmark_recalls, multi_caption_recalls
+
+    generator = torch.Generator().manual_seed(0)
+    image, text = torch.randn(30, 8, generator=generator), torch.randn(150, 8, generator=generator)
+    caption_image = torch.tensor([j // 5 for j in range(150)])
+    text[7] = text[42]  # COCO-style exact duplicate captions of images 1 and 8
+    image[20] = image[3]  # and a duplicate image
+    positives = caption_image.unsqueeze(0) == torch.arange(30).unsqueeze(1)
+    similarity = F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
+    standard = multi_caption_recalls(image, text, caption_image, ks=(1, 5, 10))
+    for k in (1, 5, 10):
+        assert standard[f"i2t_r{k}"] == _clip_benchmark_recall(similarity, positives.float(), k)
+        assert standard[f"t2i_r{k}"] == _clip_benchmark_recall(similarity.T, positives.T.float(), k)
+
+    # two identical captions of two images, two images with one caption each: 0.5 vs 0.0
+    pair = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    same = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    report = benchmark_recalls(pair, same, torch.tensor([0, 1]), ks=(1,))
+    assert report["t2i_r1"] == 0.5 and report["t2i_r1_strict"] == 0.0
+    assert report["i2t_r1"] == 0.5 and report["i2t_r1_strict"] == 0.0
+    assert report["i2t_tied_queries"] == report["t2i_tied_queries"] == 2
+    distinct = benchmark_recalls(pair, pair, torch.tensor([0, 1]), ks=(1,))
+    assert distinct["t2i_r1"] == distinct["t2i_r1_strict"] == 1.0 and distinct["t2i_tied_queries"] == 0
