@@ -54,7 +54,7 @@ def class_names(root: Path, folders: list[str], names_file: str = "") -> list[st
     if unknown_ids:
         raise ValueError(
             f"{root}: class folders are named by id ({', '.join(unknown_ids[:3])}, ...), not by class name, "
-            "and not all are ImageNet-1k WordNet ids; give zero_shot[].class_names: a .json {folder: name} or "
-            "a text file of one name per line in sorted folder order"
+            "and not all are ImageNet-1k WordNet ids; give zero_shot[].class_names: a .json "
+            "{folder: name} or a text file of one name per line in sorted folder order"
         )
     return [folder.replace("_", " ") for folder in folders]
