@@ -68,7 +68,9 @@ class TextEncoderConfig:
         prefix, suffix = self.template.split(CAPTION)
         head = f"{instruction.strip()} " if instruction else ""
         if self.template != CAPTION:
-            caption = caption.rstrip()
+            # LLM2Vec strips the joined text before wrapping it: a whitespace-only instruction's " "
+            # goes, as does the caption's trailing whitespace
+            head, caption = head.lstrip(), caption.rstrip()
         return prefix + head + caption + suffix, caption + suffix
 
 
@@ -82,16 +84,17 @@ def build_text_inputs(
         return _llm2vec_inputs(tokenizer, texts, config, instructions)
     if instructions is not None:
         return _instructed_inputs(tokenizer, texts, config, instructions)
-    full = [config.instruction + text for text in texts]
+    if config.instruction:  # by character offsets: BPE may merge the instruction's end into the caption
+        return _instructed_inputs(tokenizer, texts, config, [config.instruction] * len(texts))
+    full = list(texts)
     batch = tokenizer(full, padding=True, truncation=True, max_length=config.max_length, return_tensors="pt")
     if tokenizer.padding_side != "right":
         raise ValueError(
             "build_text_inputs expects a right-padding tokenizer (tokenizer.padding_side='right')"
         )
-    # Tokens before the caption: BOS and the instruction. BPE may merge across the boundary, so an
-    # instruction should end with a separator (": " or a newline).
-    prefix = len(tokenizer(config.instruction).input_ids) if config.instruction else 0
-    if not config.instruction and batch["input_ids"].shape[1] and tokenizer.bos_token_id is not None:
+    # The token before the caption: BOS, where the tokenizer adds one.
+    prefix = 0
+    if batch["input_ids"].shape[1] and tokenizer.bos_token_id is not None:
         prefix = int((batch["input_ids"][:, 0] == tokenizer.bos_token_id).all())
     pool_mask = batch["attention_mask"].clone()
     pool_mask[:, :prefix] = 0

@@ -59,14 +59,15 @@ def test_preset_equals_llm2vec_pooling(llm2vec_folder):
     torch.testing.assert_close(ours, reference, atol=1e-6, rtol=1e-6)
     assert not torch.allclose(ours.norm(dim=-1), torch.ones(len(CAPTIONS)))  # not normalised
 
-    instructed = TextEncoderConfig(pooling="llm2vec", template=LLAMA3_USER_TURN, instruction="Caption:")
-    encoder_with_instruction = type(encoder)(encoder.backbone, instructed)
-    torch.testing.assert_close(
-        encoder_with_instruction.encode(loaded_tokenizer, CAPTIONS, batch_size=len(CAPTIONS)),
-        llm2vec_reference(model, tokenizer, CAPTIONS, instruction="Caption:"),
-        atol=1e-6,
-        rtol=1e-6,
-    )
+    for instruction in ("Caption:", "  "):  # LLM2Vec strips a whitespace-only one away
+        instructed = TextEncoderConfig(pooling="llm2vec", template=LLAMA3_USER_TURN, instruction=instruction)
+        encoder_with_instruction = type(encoder)(encoder.backbone, instructed)
+        torch.testing.assert_close(
+            encoder_with_instruction.encode(loaded_tokenizer, CAPTIONS, batch_size=len(CAPTIONS)),
+            llm2vec_reference(model, tokenizer, CAPTIONS, instruction=instruction),
+            atol=1e-6,
+            rtol=1e-6,
+        )
 
 
 def test_preset_pools_the_caption_and_eot_only(llm2vec_folder):

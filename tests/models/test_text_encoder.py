@@ -47,15 +47,19 @@ def test_bidirectional_attention_changes_early_tokens_only_when_on(parts):
     assert not torch.allclose(on, off, atol=1e-4)
 
 
-def test_instruction_and_bos_are_not_pooled(parts):
+def test_instruction_and_bos_are_not_pooled_and_the_caption_is_whole(parts):
+    """By character offsets: "Caption: " alone ends in a space token, but beside the caption the space
+    joins its first word (" a"); counting the instruction's tokens alone dropped that word."""
     tokenizer, _ = parts
-    config = TextEncoderConfig(instruction="Caption: ")
-    inputs = build_text_inputs(tokenizer, [SHORT], config)
-    prefix = len(tokenizer("Caption: ").input_ids)
-    assert inputs["pool_mask"][0, :prefix].sum() == 0
-    assert inputs["pool_mask"][0].sum() == inputs["attention_mask"][0].sum() - prefix
+    for instruction in ("Caption: ", "Caption:", "describe "):
+        inputs = build_text_inputs(tokenizer, [SHORT, LONG], TextEncoderConfig(instruction=instruction))
+        for row, caption in enumerate((SHORT, LONG)):
+            pooled = inputs["input_ids"][row][inputs["pool_mask"][row].bool()].tolist()
+            assert tokenizer.decode(pooled).strip() == caption, instruction
+            assert tokenizer.bos_token_id not in pooled
     plain = build_text_inputs(tokenizer, [SHORT], TextEncoderConfig())
     assert plain["input_ids"][0, 0] == tokenizer.bos_token_id and plain["pool_mask"][0, 0] == 0
+    assert tokenizer.decode(plain["input_ids"][0][plain["pool_mask"][0].bool()].tolist()).strip() == SHORT
 
 
 def test_truncation_respects_max_length(parts):
