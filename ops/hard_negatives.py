@@ -1,9 +1,12 @@
-"""Hard negatives for caption-contrastive training: for each caption, the most similar caption of
-another image, by bag-of-words cosine over hashed word counts.
+"""Negatives for caption-contrastive training, one per pair beside the in-batch ones: a random other
+image's caption (the LLM2CLIP release's choice), or a mined one, the most similar caption of another image
+by bag-of-words cosine over hashed word counts, under a similarity ceiling.
 
-Cheap on purpose: it runs once over the pair table before training, with no model. Similar wording
-(same shapes, colours, places) is what makes a negative hard for a caption encoder; the model-mined
-variant (nearest neighbours under the base encoder) would cost a full embedding pass.
+Cheap on purpose: both run once over the pair table before training, with no model. Similar wording
+(same shapes, colours, places) is what makes a negative hard for a caption encoder; but on web data the
+most similar caption is often another caption of the same scene (a near-duplicate image), a false
+negative, which the ceiling passes over. The model-mined variant (nearest neighbours under the base
+encoder) would cost a full embedding pass.
 """
 
 from __future__ import annotations
@@ -27,10 +30,21 @@ def hashed_word_counts(texts: list[str], dims: int = HASH_DIMS) -> np.ndarray:
     return matrix / np.maximum(norms, 1e-12)
 
 
-def mine_hard_negatives(texts: list[str], block_rows: int = 2048, seed: int = 0) -> np.ndarray:
+def random_negatives(count: int, seed: int = 0) -> np.ndarray:
+    """Index of each row's negative: another row, uniformly at random (never itself, for count > 1)."""
+    if count < 2:
+        return np.zeros(count, dtype=np.int64)
+    offsets = np.random.default_rng(seed).integers(1, count, size=count)
+    return (np.arange(count) + offsets) % count
+
+
+def mine_hard_negatives(
+    texts: list[str], block_rows: int = 2048, seed: int = 0, max_similarity: float = float("inf")
+) -> np.ndarray:
     """Index of each text's hard negative: the most similar text within its block of block_rows rows
-    (blocks of a shuffled order keep memory at block_rows^2), never itself nor an identical text.
-    Where a block holds no other distinct text, the next row stands in, so no pair is lost."""
+    (blocks of a shuffled order keep memory at block_rows^2), never itself, an identical text or one
+    whose similarity is above max_similarity (a likely caption of the same scene). Where a block holds
+    no such candidate, a random other row stands in, so no pair is lost."""
     count = len(texts)
     if block_rows < 2:
         raise ValueError(f"block_rows must be at least 2, got {block_rows}")
@@ -49,9 +63,10 @@ def mine_hard_negatives(texts: list[str], block_rows: int = 2048, seed: int = 0)
         hashes = np.array([hash(t) for t in block_texts])
         same_text = hashes[:, None] == hashes[None, :]
         similarity[same_text] = -np.inf  # itself and exact duplicates are not negatives
+        similarity[similarity > max_similarity] = -np.inf  # nor near-duplicates
         best = similarity.argmax(axis=1)
         valid = np.isfinite(similarity[np.arange(len(members)), best])
         partner[members[valid]] = members[best[valid]]
     missing = np.flatnonzero(partner < 0)
-    partner[missing] = (missing + 1) % max(count, 1)
+    partner[missing] = random_negatives(count, seed + 1)[missing]
     return partner

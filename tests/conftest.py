@@ -205,7 +205,7 @@ FINETUNE_SETTINGS = (
     "finetune_text.checkpoint_every_steps=4",
     "finetune_text.batch_size_per_worker=8",
     "finetune_text.mntp_steps=4",
-    "finetune_text.hard_negatives=true",
+    "finetune_text.negatives=mined",
     "finetune_text.short_dense_source=first_sentences",
     "finetune_text.short_dense_sentences=2",  # the scenes' first sentence alone is shared by many images
 )

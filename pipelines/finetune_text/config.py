@@ -68,9 +68,14 @@ class FinetuneTextConfig:
     # always the key, as LLM2Vec trains) or "random" per pair. A pretrained LLM collapses under "random"
     # (see loop.order_sides); the random-init demo LLM learns under both.
     query_side: str = "first"
-    hard_negatives: bool = False  # add the closest-worded caption of another image as a negative
+    # Per pair, one negative beside the in-batch ones: the same-kind caption of another image, drawn at
+    # random ("random", the release's choice), or the closest-worded one ("mined", ops/hard_negatives.py:
+    # bag-of-words cosine, and a candidate above negative_max_similarity is passed over as a likely caption
+    # of the same scene: web data is full of near-duplicates); "none": in-batch negatives alone.
+    negatives: Literal["none", "random", "mined"] = "random"
+    negative_max_similarity: float = 0.9  # mined only: bag-of-words cosine ceiling, in (0, 1]
     # General text pairs mixed with the caption pairs (LLM2CLIP: E5), each set a task of its own; with
-    # hard_negatives every set needs a `negative` column.
+    # negatives every set needs a `negative` column.
     text_pairs: tuple[TextPairSource, ...] = dataclasses.field(default=(), metadata=IN_KEY_WHEN_SET)
     # Put before every caption-pair query, e.g. LLM2CLIP's "Given a sentence, retrieve a detailed relevant
     # sentence"; left out of pooling. The embed stage encodes captions without it.
@@ -107,6 +112,12 @@ class FinetuneTextConfig:
 
     def __post_init__(self):
         check_model_reference(self.base_model, "base_model")
+        check(
+            0 < self.negative_max_similarity <= 1,
+            "negative_max_similarity",
+            "in (0, 1]",
+            self.negative_max_similarity,
+        )
         check(
             self.cra_query_column in ("original", "short_dense"),
             "cra_query_column",

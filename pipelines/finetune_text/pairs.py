@@ -1,8 +1,8 @@
 """The caption pairs finetune_text trains on, read from the download (and recaption) artifacts.
 
 Per image: (original, dense), plus (short dense, long dense) where a short dense caption exists
-(a provided column, or the dense caption's first sentences as DreamLIP does). With hard negatives on,
-each pair also carries the same-kind captions of the image whose wording is closest (ops.hard_negatives).
+(a provided column, or the dense caption's first sentences as DreamLIP does). With negatives on,
+each pair also carries the same-kind captions of another image, random or closest-worded (ops.hard_negatives).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ops.artifact_dir import ArtifactDir
-from ops.hard_negatives import mine_hard_negatives
+from ops.hard_negatives import mine_hard_negatives, random_negatives
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 TRAINING_COLUMNS = ("key", "kind", "caption_1", "caption_2")
@@ -79,21 +79,26 @@ def collect_pairs(
     return pairs.filter(pc.invert(held)), pairs.filter(held), unusable
 
 
-def training_pairs(pairs: pa.Table, hard_negatives: bool, seed: int = 0) -> pa.Table:
+def training_pairs(
+    pairs: pa.Table, negatives: str = "random", seed: int = 0, max_similarity: float = float("inf")
+) -> pa.Table:
     """One row per training pair: key, kind (original_dense | short_long), caption_1, caption_2 and,
-    with hard negatives, the partner image's captions of the same two kinds."""
-    parts = [_pairs_of_kind(pairs, "original_dense", "original", "dense", hard_negatives, seed)]
+    with negatives ("random" or "mined", ops/hard_negatives.py), a partner image's captions of the same
+    two kinds (hard_negative_1, hard_negative_2)."""
+    parts = [_pairs_of_kind(pairs, "original_dense", "original", "dense", negatives, seed, max_similarity)]
     if "short_dense" in pairs.column_names:
         has_short = pairs.filter(pc.invert(pc.is_null(pairs["short_dense"])))
         if has_short.num_rows:
             parts.append(
-                _pairs_of_kind(has_short, "short_long", "short_dense", "dense", hard_negatives, seed)
+                _pairs_of_kind(
+                    has_short, "short_long", "short_dense", "dense", negatives, seed, max_similarity
+                )
             )
     return pa.concat_tables(parts)
 
 
 def _pairs_of_kind(
-    pairs: pa.Table, kind: str, first: str, second: str, hard_negatives: bool, seed: int
+    pairs: pa.Table, kind: str, first: str, second: str, negatives: str, seed: int, max_similarity: float
 ) -> pa.Table:
     columns = {
         "key": pairs["key"],
@@ -101,10 +106,14 @@ def _pairs_of_kind(
         "caption_1": pairs[first],
         "caption_2": pairs[second],
     }
-    if hard_negatives:
+    if negatives != "none":
         # The partner is chosen on the second (denser) caption; both of its captions become negatives,
         # so whichever side is drawn as the key, its negative is a caption of the same kind.
-        partner = pa.array(mine_hard_negatives(pairs[second].to_pylist(), seed=seed), pa.int64())
+        if negatives == "mined":
+            chosen = mine_hard_negatives(pairs[second].to_pylist(), seed=seed, max_similarity=max_similarity)
+        else:
+            chosen = random_negatives(pairs.num_rows, seed)
+        partner = pa.array(chosen, pa.int64())
         columns["hard_negative_1"] = pc.take(pairs[first], partner)
         columns["hard_negative_2"] = pc.take(pairs[second], partner)
     return pa.table(columns)

@@ -26,7 +26,7 @@ def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOut
     started = time.perf_counter()
     base_model = config.base_model or ctx.inputs[config.base_model_stage].child_uri("llm")
     train, held_out, unusable = collect_pairs(ctx.inputs["download"], ctx.inputs.get("recaption"), config)
-    training = training_pairs(train, config.hard_negatives, seed=config.seed)
+    training = training_pairs(train, config.negatives, config.seed, config.negative_max_similarity)
     text_counts, text_rejected = {}, {}
     if config.text_pairs or config.caption_query_instruction:
         training, text_counts, rejected = mix_text_pairs(training, config)
@@ -73,7 +73,10 @@ def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOut
 
 STAGE = StageSpec(
     name="finetune_text",
-    code_version="3",  # 3: batches dealt by (seed, step, rank), not by Ray Data's split
+    # 3: batches dealt by (seed, step, rank), not by Ray Data's split; 4: LoRA merged in fp32 and the saved
+    # encoder scored (cra_finetuned), an instruction pooled by character offsets, the loss on cosine
+    # scores, random negatives by default
+    code_version="4",
     config_cls=FinetuneTextConfig,
     inputs=("download", "recaption", *BASE_MODEL_STAGES),
     run=run_finetune_text,

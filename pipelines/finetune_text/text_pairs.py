@@ -49,7 +49,7 @@ def read_text_pairs(source: TextPairSource, need_negatives: bool) -> tuple[pa.Ta
     if missing:
         raise BadInputError(
             f"finetune_text.text_pairs[{source.name}]: {source.path} has no column {missing} "
-            f"(it has {table.column_names}); rows need query, positive and, with hard_negatives, negative"
+            f"(it has {table.column_names}); rows need query, positive and, with negatives, negative"
         )
     values = {c: table[c].cast(pa.string()).to_pylist() for c in required}
     reasons = [
@@ -95,7 +95,7 @@ def mix_text_pairs(caption_pairs: pa.Table, config) -> tuple[pa.Table, dict[str,
     rejected_parts = [pa.table({"source": pa.array([], pa.string()), "reason": pa.array([], pa.string())})]
     counts = {}
     for source in config.text_pairs:
-        rows, rejected = read_text_pairs(source, config.hard_negatives)
+        rows, rejected = read_text_pairs(source, config.negatives != "none")
         parts.append(rows)
         rejected_parts.append(rejected)
         counts[source.name] = rows.num_rows

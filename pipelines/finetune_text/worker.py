@@ -41,7 +41,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, float] | None:
         save_text_encoder,
     )
     from pipelines.finetune_text.batches import pair_batches
-    from pipelines.finetune_text.cra import base_cra, held_out_cra
+    from pipelines.finetune_text.cra import base_cra, held_out_cra, saved_encoder_cra
     from pipelines.finetune_text.loop import LoopSettings, build_optimizer, train_steps
     from pipelines.finetune_text.mntp import mntp_backbone
     from pipelines.finetune_text.pairs import read_held_out_pairs, read_training_pairs
@@ -131,10 +131,11 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, float] | None:
     )
     if rank != 0:
         return None
-    # Before saving: the save merges LoRA into the backbone.
-    cra["cra_finetuned"] = held_out_cra(encoder, tokenizer, held_out)
+    # The LoRA model's own score, for comparison; the stage reports the saved encoder's (below).
+    cra["cra_finetuned_unmerged"] = held_out_cra(encoder, tokenizer, held_out, autocast)
     with artifact.local_dir("encoder") as folder:
-        save_text_encoder(encoder.cpu().eval(), tokenizer, folder)
+        save_text_encoder(encoder.eval(), tokenizer, folder)  # merges LoRA in fp32, on the CPU
+        cra["cra_finetuned"] = saved_encoder_cra(folder, held_out, device, autocast)
     return cra
 
 

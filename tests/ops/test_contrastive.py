@@ -61,3 +61,20 @@ def test_caption_retrieval_accuracy():
     assert caption_retrieval_accuracy(tied, tied) == 0.0
     with pytest.raises(ValueError, match="two \\[n, d\\] matrices"):
         caption_retrieval_accuracy(torch.zeros(3, 2), torch.zeros(2, 2))
+
+
+def test_scores_are_cosine_whatever_the_features_norm():
+    """The llm2vec pooling gives unnormalised features; LLM2Vec's loss compares them by cosine."""
+    import torch.nn.functional as F
+
+    from ops.contrastive import info_nce_loss
+
+    generator = torch.Generator().manual_seed(0)
+    queries, keys, negatives = (torch.randn(6, 16, generator=generator) * 7 for _ in range(3))
+    unit = info_nce_loss(
+        F.normalize(queries, dim=-1), F.normalize(keys, dim=-1), 0.05, F.normalize(negatives, dim=-1)
+    )
+    assert info_nce_loss(queries, keys, 0.05, negatives).item() == pytest.approx(unit.item(), abs=1e-5)
+    cosine = F.cosine_similarity(queries[:, None], torch.cat([keys, negatives])[None], dim=-1)
+    reference = F.cross_entropy(cosine / 0.05, torch.arange(6))
+    assert unit.item() == pytest.approx(reference.item(), abs=1e-5)

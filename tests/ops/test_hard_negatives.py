@@ -36,4 +36,4 @@ def test_blocks_cover_every_row_and_a_lone_last_row_joins_the_previous_block():
 
 def test_all_identical_texts_still_get_a_partner_so_no_pair_is_lost():
     partner = mine_hard_negatives(["same"] * 4, block_rows=8)
-    assert partner.tolist() == [1, 2, 3, 0]
+    assert all(0 <= p < 4 and p != i for i, p in enumerate(partner))  # a random other row stands in

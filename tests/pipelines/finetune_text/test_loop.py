@@ -92,7 +92,7 @@ def test_hard_negatives_enter_the_loss_and_training_still_converges():
     encoder = LLMTextEncoder(apply_lora(backbone, LoraSpec(rank=16, alpha=32, dropout=0.0)), config)
     images = pa.Table.from_pylist(_pairs("train", 128)).rename_columns(["original", "dense"])
     images = images.append_column("key", pa.array([str(i) for i in range(images.num_rows)]))
-    rows = training_pairs(images, hard_negatives=True).drop_columns(["key", "kind"]).to_pylist()
+    rows = training_pairs(images, "mined").drop_columns(["key", "kind"]).to_pylist()
     assert set(rows[0]) == {"caption_1", "caption_2", "hard_negative_1", "hard_negative_2"}
     _, losses = _train(encoder, tokenizer, rows, _settings(warmup_steps=3, max_steps=24))
     # 32 in-batch keys + 32 hard negatives: chance is ln(64), above the in-batch-only ln(32)

@@ -11,6 +11,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from models.text_encoder_io import load_text_encoder
+from pipelines.finetune_text.cra import held_out_cra
+from pipelines.finetune_text.pairs import read_held_out_pairs
 from tests.conftest import FINETUNE_SETTINGS, SMALL_DEMO, copy_of_demo, new_stage_dir, run_workflow
 from tests.training_records import assert_same_tensors, logged_steps, sqlite_store
 
@@ -30,6 +32,11 @@ def test_demo_finetuning_beats_the_base_llm_on_cra(demo_root, demo_tracking_uri)
 
     encoder, tokenizer = load_text_encoder(folder / "encoder")
     assert (folder / "encoder" / "model.safetensors").is_file()
+    assert next(encoder.parameters()).dtype == torch.float32  # LoRA merged and saved in fp32
+    # The CRA reported is the saved encoder's, loaded as embed loads it (not the LoRA model's)
+    held_out = read_held_out_pairs(str(folder / "pairs" / "eval.parquet"))
+    assert held_out_cra(encoder, tokenizer, held_out) == metrics["cra_finetuned"]
+    assert "cra_finetuned_unmerged" in metrics
     embeddings = encoder.encode(tokenizer, ["a red circle", "a blue square"])
     assert embeddings.shape == (2, 128) and torch.allclose(embeddings.norm(dim=-1), torch.ones(2), atol=1e-5)
 

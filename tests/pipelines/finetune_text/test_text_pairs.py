@@ -142,9 +142,7 @@ def test_mixing_puts_caption_pairs_and_each_set_in_one_table_as_tasks(tmp_path):
     source = TextPairSource(
         name="e5", path=_write_jsonl(tmp_path / "e5.jsonl", rows), instruction=INSTRUCTION
     )
-    config = FinetuneTextConfig(
-        text_pairs=(source,), hard_negatives=True, caption_query_instruction="Find it"
-    )
+    config = FinetuneTextConfig(text_pairs=(source,), negatives="random", caption_query_instruction="Find it")
     captions = pa.table(
         {
             "key": ["k0"],
