@@ -86,5 +86,5 @@ def loader_feed(work: str, tiny: bool, batch: int, llm_dim: int, processes: int)
         sidecar_table(keys, {"dense": vectors}, {"dense": [False] * count}, llm_dim, "float16"), sidecar
     )
     transform = ImageTransformConfig(size_px=64 if tiny else 336)
-    settings = LoaderSettings(batch, 1.0, batch, 0, None, transform, decode_processes=processes)
+    settings = LoaderSettings(batch, 1.0, batch, 0, None, transform=transform, decode_processes=processes)
     return training_batches([str(tar_path)], {"00000": str(sidecar)}, settings, 0, 1, DataPosition())

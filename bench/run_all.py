@@ -46,6 +46,7 @@ BENCHES = (
     ("scaling", "scaling", []),
     ("cluster_overhead", "cluster_overhead", []),
     ("gpu_throughput", "gpu_throughput", []),
+    ("mntp_memory", "mntp_memory", []),
 )
 
 # What bench/README.md says above the latest table.

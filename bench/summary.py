@@ -195,6 +195,10 @@ def _gpu(result: dict) -> list[SuiteRow]:
     ]
 
 
+def _mntp_memory(result: dict) -> list[SuiteRow]:
+    return _rows_against(result, "peak_above_model_mib", "MiB", "full vocabulary logits at every position")
+
+
 EXTRACTORS: dict[str, Callable[[dict], list[SuiteRow]]] = {
     "demo_walltime": _demo_walltime,
     "long_caption_walltime": _demo_walltime,
@@ -207,6 +211,7 @@ EXTRACTORS: dict[str, Callable[[dict], list[SuiteRow]]] = {
     "scaling": _scaling,
     "cluster_overhead": _cluster,
     "gpu_throughput": _gpu,
+    "mntp_memory": _mntp_memory,
 }
 
 

@@ -119,7 +119,9 @@ def main() -> None:
         tar_paths = sorted(str(p) for p in shards.glob("*.tar"))
         sidecars = {shard_id_of(p): str(embed / "sidecars" / f"{shard_id_of(p)}.parquet") for p in tar_paths}
         model, transform = build_model(config, str(vision), 128)
-        loader = LoaderSettings(args.batch_size, 1.0, 256, 0, None, transform)  # dense features only
+        loader = LoaderSettings(
+            args.batch_size, 1.0, 256, 0, None, transform=transform
+        )  # dense features only
 
         def loader_batches(settings=loader):
             return training_batches(tar_paths, sidecars, settings, 0, 1, DataPosition())

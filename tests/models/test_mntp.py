@@ -66,3 +66,40 @@ def test_loss_is_zero_without_masked_tokens_and_mntp_steps_lower_it(tokenizer):
     assert sum(losses[-8:]) / 8 < 0.92 * sum(losses[:8]) / 8, (
         losses
     )  # a steady fall; chance is ln(1024) = 6.9
+
+
+def test_the_head_at_masked_positions_alone_gives_the_full_logits_loss_and_gradients(tokenizer):
+    """The memory fix changes no number: the loss and the LoRA gradients equal those of logits over the
+    whole vocabulary at every position, also when the masked positions span several head chunks."""
+    import torch.nn.functional as F
+
+    from models.text_encoder import bidirectional_mask
+
+    causal = apply_lora(
+        build_tiny_llm(tokenizer, TinyLlmSpec(), seed=0), LoraSpec(rank=8, alpha=16, dropout=0.0)
+    )
+    rng = random.Random(1)
+    captions = [scenes.dense_caption(scenes.sample_scene(rng, str(i), 3)) for i in range(6)]
+    batch = tokenizer(captions, padding=True, return_tensors="pt")
+    masked, labels = mask_for_mntp(
+        batch.input_ids, batch.attention_mask.bool(), 0, 0.3, len(tokenizer), torch.Generator().manual_seed(0)
+    )
+    trainable = [p for p in causal.parameters() if p.requires_grad]
+
+    def gradients(loss):
+        causal.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in trainable]
+
+    logits = causal(input_ids=masked, attention_mask=bidirectional_mask(batch.attention_mask)).logits
+    full = F.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+        labels[:, 1:].reshape(-1),
+        ignore_index=IGNORE_INDEX,
+    )
+    expected = gradients(full)
+    for chunk in (4096, 7):  # one chunk, and many
+        loss = mntp_loss(causal, masked, batch.attention_mask, labels, chunk_positions=chunk)
+        assert loss.item() == pytest.approx(full.item(), abs=1e-5)
+        for got, want in zip(gradients(loss), expected):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
