@@ -145,7 +145,8 @@ def evaluate_all(config, model_uri: str, encoder_uri: str, shards_uri: str | Non
     for spec in config.benchmarks:
         data = load_retrieval_set(spec, shards_uri, config.scenes_split)
         results[spec.name], sample = retrieval_metrics(encoders, data)
-        print(f"[evaluate] {spec.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[spec.name].items()))
+        shown = {k: v for k, v in results[spec.name].items() if not k.endswith("_strict")}
+        print(f"[evaluate] {spec.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
         if heatmap is None:
             heatmap = (spec.name, sample)
     for spec in config.zero_shot:
