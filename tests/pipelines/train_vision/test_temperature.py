@@ -19,15 +19,8 @@ from pipelines.train_vision.loop import (
     train_steps,
 )
 from pipelines.train_vision.model import build_model, logit_scale_plan, starting_logit_scale
+from tests.pipelines.train_vision.test_gpu_options import VISION  # the same tiny tower
 
-VISION = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "image_size": 32,
-    "patch_size": 16,
-}
 LN_100 = math.log(100)
 
 
