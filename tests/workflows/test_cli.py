@@ -30,6 +30,8 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     plan_rows = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines() if line.strip()}
     assert plan_rows.get("scenes") == "run" and plan_rows.get("tiny_models") == "run", result.stdout
+    # the temperature the vision tower will train at (the demo's tiny tower has no logit scale of its own)
+    assert "train_vision: logit scale starts at train_vision.logit_scale_init = 2.6592" in result.stdout
     assert not root.exists()
 
 
