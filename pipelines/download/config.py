@@ -80,8 +80,10 @@ class DownloadConfig:
     resize_mode: Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"] = "border"
     encode_quality: int = 95  # JPEG quality
     samples_per_shard: int = 10_000
-    processes_count: int = 1  # img2dataset worker processes (per node with distributor ray)
-    thread_count: int = 64  # download threads per process
+    # img2dataset worker processes (per node with distributor ray) and download threads per process: not in
+    # the key, since every shard is written in key order whichever thread finishes first
+    processes_count: int = dataclasses.field(default=1, metadata=NOT_IN_KEY)
+    thread_count: int = dataclasses.field(default=64, metadata=NOT_IN_KEY)
     # multiprocessing: this machine's processes; ray: img2dataset's Ray distributor, one task per shard
     # across the cluster. Not part of the key: both write the same shards.
     distributor: Literal["multiprocessing", "ray"] = dataclasses.field(

