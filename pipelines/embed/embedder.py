@@ -6,12 +6,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ops.artifact_dir import ArtifactDir
-from ops.captioned_shards import caption_of
+from ops.captioned_shards import ORIGINAL, caption_of
 from ops.embedding_sidecar import reference_tar, sidecar_table
 from ops.length_buckets import length_sorted_batches, padded_token_count
 from ops.manifest import count_reasons
@@ -21,11 +23,55 @@ from pipelines.embed.config import EmbedConfig
 REJECTED_SCHEMA = pa.schema([("key", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 
 
+def _caption_or_none(text) -> str | None:
+    return text if isinstance(text, str) and text.strip() else None
+
+
+def status_table_captions(
+    fs, tar_path: str, config: EmbedConfig, recaptions: dict[str, str] | None
+) -> tuple[list[str], dict[str, list[str | None]]] | None:
+    """shard_captions from img2dataset's status table beside the tar (`<shard>.parquet`: one row per url,
+    the samples being its rows with status "success", in the tar's order, as img2dataset's writer and the
+    download stage's both write them side by side), without reading a byte of the tar: at CC3M+CC12M the
+    tars are a terabyte of JPEGs, read for text. None when the table is absent or lacks a column a field
+    needs (then the tar is read)."""
+    path = fsspec.core.url_to_fs(tar_path)[1].removesuffix(".tar") + ".parquet"
+    if not fs.exists(path):
+        return None
+    columns = {field: _status_column(field, config) for field in config.caption_fields}
+    with fs.open(path, "rb") as handle:
+        names = pq.read_schema(handle).names
+        needed = {"key", "status", *(c for c in columns.values() if c is not None)}
+        if not needed.issubset(names):
+            return None
+        table = pq.read_table(handle, columns=sorted(needed))
+    table = table.filter(pc.equal(table["status"], "success"))  # in the tar's order: written side by side
+    keys = table["key"].to_pylist()
+    fields: dict[str, list[str | None]] = {}
+    for field, column in columns.items():
+        if column is None:  # the recaption stage's dense captions, by key
+            fields[field] = [_caption_or_none((recaptions or {}).get(key)) for key in keys]
+        else:
+            fields[field] = [_caption_or_none(text) for text in table[column].to_pylist()]
+    return keys, fields
+
+
+def _status_column(field: str, config: EmbedConfig) -> str | None:
+    """The status table's column that holds a caption field (None: it comes from recaption)."""
+    if field == "dense":
+        return None if config.dense_caption_source == "recaption" else config.dense_caption_column
+    return "caption" if field == ORIGINAL else field
+
+
 def shard_captions(
     fs, tar_path: str, config: EmbedConfig, recaptions: dict[str, str] | None, duplicates: list[str]
 ) -> tuple[list[str], dict[str, list[str | None]]]:
     """(keys in tar order, {field: caption or None}) of the samples that have an image; repeated keys
-    are appended to `duplicates` instead."""
+    are appended to `duplicates` instead. From the status table when the shard has one
+    (status_table_captions), else from the tar."""
+    from_table = status_table_captions(fs, tar_path, config, recaptions)
+    if from_table is not None:
+        return from_table
     keys: list[str] = []
     fields: dict[str, list[str | None]] = {f: [] for f in config.caption_fields}
     for sample in iter_samples(fs, tar_path, duplicates):
@@ -34,8 +80,7 @@ def shard_captions(
         keys.append(sample["key"])
         for field in config.caption_fields:
             if field == "dense" and config.dense_caption_source == "recaption":
-                text = (recaptions or {}).get(sample["key"])
-                fields[field].append(text if isinstance(text, str) and text.strip() else None)
+                fields[field].append(_caption_or_none((recaptions or {}).get(sample["key"])))
             else:
                 fields[field].append(
                     caption_of(sample, config.dense_caption_column if field == "dense" else field)

@@ -114,24 +114,30 @@ def demo_copy(demo_root, tmp_path) -> Path:
     return copy_of_demo(demo_root, tmp_path / "root")
 
 
-def _registered_steps_of_new_run(root: Path, stage: str, demo_root: Path) -> list[int]:
-    """Checkpoint steps of the stage's one run that the demo does not have, once its folder exists."""
-    demo_names = {d.name for d in (demo_root / stage).iterdir()}
-    folders = [d for d in (root / stage).iterdir() if d.is_dir() and d.name not in demo_names]
-    return registered_checkpoint_steps(folders[0] / "train") if folders else []
+def _unfinished_stage_dir(root: Path, stage: str) -> Path | None:
+    """The stage's one folder without a manifest: the run under way (every folder the demo copy came with
+    is complete; a forced rerun under the demo's key clears its folder first)."""
+    folders = [d for d in (root / stage).iterdir() if d.is_dir() and not (d / "manifest.json").exists()]
+    return folders[0] if folders else None
+
+
+def _registered_steps_of_new_run(root: Path, stage: str) -> list[int]:
+    """Checkpoint steps of the stage's run under way, once its folder exists."""
+    folder = _unfinished_stage_dir(root, stage)
+    return registered_checkpoint_steps(folder / "train") if folder else []
 
 
 def _kill_the_driver_then_lose_a_worker(
-    root: Path, ray_address: str, settings, stage: str, demo_root: Path, worker_after_step: int
+    root: Path, ray_address: str, settings, stage: str, worker_after_step: int
 ) -> tuple[Path, list[int], str, list[int]]:
     """Run `settings` until its stage registers a checkpoint and SIGKILL the driver; run it again while a
     Ray Train worker is SIGKILLed once a checkpoint at or past `worker_after_step` is registered.
     Returns (stage dir, checkpoint steps at the driver's kill, the rerun's output, killed worker pids)."""
     already_running = _train_processes()
     first = Workflow(root, ray_address, *settings)
-    first.kill_when(lambda _: _registered_steps_of_new_run(root, stage, demo_root))
-    stage_dir = new_stage_dir(root, demo_root, stage)
-    assert not (stage_dir / "manifest.json").exists()
+    first.kill_when(lambda _: _registered_steps_of_new_run(root, stage))
+    stage_dir = _unfinished_stage_dir(root, stage)
+    assert stage_dir is not None
     steps_at_kill = registered_checkpoint_steps(stage_dir / "train")
     _wait_for_train_workers_to_go(already_running)
 
@@ -171,7 +177,7 @@ def test_finetune_text_driver_killed_then_a_worker_killed_resumes_twice(
         settings += ["--set", assignment]
     demo_dir = _complete(demo_root, "finetune_text")
     stage_dir, steps_at_kill, _, _ = _kill_the_driver_then_lose_a_worker(
-        demo_copy, ray_cluster.address, settings, "finetune_text", demo_root, worker_after_step=8
+        demo_copy, ray_cluster.address, settings, "finetune_text", worker_after_step=8
     )
     manifest = json.loads((stage_dir / "manifest.json").read_text())
     uninterrupted = json.loads((demo_dir / "manifest.json").read_text())
@@ -203,13 +209,14 @@ def test_finetune_text_driver_killed_then_a_worker_killed_resumes_twice(
 def test_train_vision_driver_killed_then_a_worker_killed_resumes_twice(
     demo_root, demo_copy, ray_cluster, demo_tracking_uri, got
 ):
-    """`--only train_vision` with a checkpoint every 10 steps (a key of its own): the driver dies after
-    step 10; the rerun loses a worker after step 20 and Ray Train restarts the group from it. Its losses
-    (logged every 5 steps) and its exported model equal the uninterrupted demo run's."""
+    """`--only train_vision` with a checkpoint every 10 steps (not in the key: --only replaces the demo's
+    artifact under the same key): the driver dies after step 10; the rerun resumes under that other
+    cadence, loses a worker after step 20 and Ray Train restarts the group from it. Its losses (logged
+    every 5 steps) and its exported model equal the uninterrupted demo run's."""
     settings = ("--only", "train_vision", "--set", "train_vision.checkpoint_every_steps=10")
     demo_dir = _complete(demo_root, "train_vision")
     stage_dir, _, _, _ = _kill_the_driver_then_lose_a_worker(
-        demo_copy, ray_cluster.address, settings, "train_vision", demo_root, worker_after_step=20
+        demo_copy, ray_cluster.address, settings, "train_vision", worker_after_step=20
     )
     manifest = json.loads((stage_dir / "manifest.json").read_text())
     uninterrupted = json.loads((demo_dir / "manifest.json").read_text())
