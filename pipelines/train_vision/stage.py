@@ -105,9 +105,7 @@ def run_train_vision(config: TrainVisionConfig, ctx: StageContext) -> StageOutco
         num_rejected=num_rejected,
         rejected_by_reason=rejected_by_reason,
     )
-    metrics.update(
-        num_train_samples=float(sum(samples.training_counts.values())), num_held_out=float(held_out)
-    )
+    metrics.update(num_train_samples=float(trained), num_held_out=float(held_out))
     details = {"vision_model": vision_model, "llm_dim": llm_dim, "export": ctx.artifact.child_uri("export")}
     return StageOutcome(counts=counts, metrics=metrics, details=details)
 
