@@ -209,12 +209,15 @@ def test_finetune_text_driver_killed_then_a_worker_killed_resumes_twice(
 def test_train_vision_driver_killed_then_a_worker_killed_resumes_twice(
     demo_root, demo_copy, ray_cluster, demo_tracking_uri, got
 ):
-    """`--only train_vision` with a checkpoint every 10 steps (not in the key: --only replaces the demo's
-    artifact under the same key): the driver dies after step 10; the rerun resumes under that other
-    cadence, loses a worker after step 20 and Ray Train restarts the group from it. Its losses (logged
+    """`--only train_vision` with a checkpoint every 10 steps (not in the key: the run takes the demo's
+    key, whose finished artifact is removed from the copy first): the driver dies after step 10; the rerun
+    resumes, loses a worker after step 20 and Ray Train restarts the group from it. Its losses (logged
     every 5 steps) and its exported model equal the uninterrupted demo run's."""
     settings = ("--only", "train_vision", "--set", "train_vision.checkpoint_every_steps=10")
     demo_dir = _complete(demo_root, "train_vision")
+    # The copy's finished run under this key goes first: its registered checkpoints (step 40) would
+    # trigger the kills before the new run registers any.
+    shutil.rmtree(demo_copy / "train_vision" / demo_dir.name)
     stage_dir, _, _, _ = _kill_the_driver_then_lose_a_worker(
         demo_copy, ray_cluster.address, settings, "train_vision", worker_after_step=20
     )
