@@ -66,26 +66,24 @@ def checkpoint_logit_scale(source: str, cached_only: bool = False) -> float | No
 def load_vision_tower(vision_model: str):
     """(tower, mean, std). Weights only from safetensors; timm towers with timm's pretrained weights
     (GPU profile: timm needs torchvision)."""
+    tower, mean, std, _ = load_vision_tower_and_logit_scale(vision_model)
+    return tower, mean, std
+
+
+def load_vision_tower_and_logit_scale(vision_model: str):
+    """(tower, mean, std, the checkpoint's logit scale or None), from one staging of the folder: an
+    object-store folder is copied to this node once; HF ids and local folders load as they are. timm's
+    towers carry no logit scale."""
     from transformers import AutoConfig, CLIPVisionModel, SiglipVisionModel
 
     if vision_model.startswith(TIMM_PREFIX):
         tower = TimmVisionTower.from_timm(vision_model.removeprefix(TIMM_PREFIX), pretrained=True)
-        return tower, tuple(tower.config.image_mean), tuple(tower.config.image_std)
+        return tower, tuple(tower.config.image_mean), tuple(tower.config.image_std), None
 
-    # Object-store folders are staged locally; HF ids and local folders load as they are.
     with local_model(vision_model) as source:
         config = AutoConfig.from_pretrained(source)
         tower_cls = SiglipVisionModel if "siglip" in config.model_type else CLIPVisionModel
         tower = tower_cls.from_pretrained(source, use_safetensors=True)
         mean, std = image_normalisation(source)
-    return tower, mean, std
-
-
-def pretrained_logit_scale(vision_model: str, cached_only: bool = False) -> float | None:
-    """The logit scale of the checkpoint a vision tower comes from, when it has one (a full CLIP model
-    does; timm's towers and vision-only folders do not). cached_only: read a hub id from the local hub
-    cache alone (None when it is not there)."""
-    if vision_model.startswith(TIMM_PREFIX):
-        return None
-    with local_model(vision_model) as source:
-        return checkpoint_logit_scale(source, cached_only)
+        logit_scale = checkpoint_logit_scale(source)  # from the files just read: no second download
+    return tower, mean, std, logit_scale

@@ -22,6 +22,12 @@ def shard_id_of(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".tar")
 
 
+def status_table_of(tar_path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path) of img2dataset's per-shard status table beside a tar (`00012.parquet`)."""
+    fs, path = fsspec.core.url_to_fs(tar_path)
+    return fs, path.removesuffix(".tar") + ".parquet"
+
+
 def list_shards(shards_uri: str) -> list[str]:
     """Tar shards below shards_uri, sorted: local paths, or full URIs (s3://...) on an object store, so
     that a Ray worker on any node that gets one finds the shard again (fsspec.core.url_to_fs)."""

@@ -17,7 +17,7 @@ from ops.captioned_shards import ORIGINAL, caption_of
 from ops.embedding_sidecar import reference_tar, sidecar_table
 from ops.length_buckets import length_sorted_batches, padded_token_count
 from ops.manifest import count_reasons
-from ops.webdataset_io import iter_samples, shard_id_of
+from ops.webdataset_io import iter_samples, shard_id_of, status_table_of
 from pipelines.embed.config import EmbedConfig
 
 REJECTED_SCHEMA = pa.schema([("key", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
@@ -35,7 +35,7 @@ def status_table_captions(
     download stage's both write them side by side), without reading a byte of the tar: at CC3M+CC12M the
     tars are a terabyte of JPEGs, read for text. None when the table is absent or lacks a column a field
     needs (then the tar is read)."""
-    path = fsspec.core.url_to_fs(tar_path)[1].removesuffix(".tar") + ".parquet"
+    _, path = status_table_of(tar_path)
     if not fs.exists(path):
         return None
     columns = {field: _status_column(field, config) for field in config.caption_fields}
@@ -120,8 +120,6 @@ class ShardEmbedder:
         return dict(zip(table["key"].to_pylist(), table["caption"].to_pylist()))
 
     def embed_shard(self, tar_path: str) -> dict[str, Any]:
-        import fsspec
-
         started = time.perf_counter()
         shard = shard_id_of(tar_path)
         fs, _ = fsspec.core.url_to_fs(self.shards_uri)

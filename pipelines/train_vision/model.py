@@ -10,16 +10,17 @@ import torch
 
 from models.llm2clip import MAX_LOGIT_SCALE, LLM2CLIPConfig, LLM2CLIPModel
 from models.timm_tower import TIMM_PREFIX
-from models.vision_tower import load_vision_tower, pretrained_logit_scale
+from models.vision_tower import checkpoint_logit_scale, load_vision_tower_and_logit_scale
 from ops.image_transforms import ImageTransformConfig
 from pipelines.train_vision.config import TrainVisionConfig
 
 
-def starting_logit_scale(config: TrainVisionConfig, vision_model: str) -> tuple[float, str]:
-    """(the logit scale training starts from, where it comes from): the pretrained checkpoint's own when
-    it has one (OpenAI CLIP's is ln 100), else the recipe's logit_scale_init. A fine-tuning run at lr 1e-5
-    barely moves it, so the start is the temperature the whole run trains at."""
-    pretrained = pretrained_logit_scale(vision_model)
+def starting_logit_scale(
+    config: TrainVisionConfig, vision_model: str, pretrained: float | None
+) -> tuple[float, str]:
+    """(the logit scale training starts from, where it comes from): the pretrained checkpoint's own
+    (`pretrained`, OpenAI CLIP's is ln 100) when it has one, else the recipe's logit_scale_init. A
+    fine-tuning run at lr 1e-5 barely moves it, so the start is the temperature the whole run trains at."""
     if pretrained is not None:
         return min(pretrained, math.log(MAX_LOGIT_SCALE)), f"{vision_model}'s checkpoint"
     return config.logit_scale_init, "train_vision.logit_scale_init"
@@ -31,7 +32,7 @@ def logit_scale_plan(config: TrainVisionConfig) -> str:
     recipe = f"train_vision.logit_scale_init = {config.logit_scale_init:.4f}"
     reference = config.vision_model
     readable = reference and not reference.startswith(TIMM_PREFIX) and "://" not in reference
-    scale = pretrained_logit_scale(reference, cached_only=True) if readable else None
+    scale = checkpoint_logit_scale(reference, cached_only=True) if readable else None
     if scale is not None:
         scale = min(scale, math.log(MAX_LOGIT_SCALE))
         return f"logit scale starts at {scale:.4f} (x{math.exp(scale):.1f}), from {reference}'s checkpoint"
@@ -47,8 +48,8 @@ def logit_scale_plan(config: TrainVisionConfig) -> str:
 def build_model(config: TrainVisionConfig, vision_model: str, llm_dim: int):
     """(LLM2CLIPModel, ImageTransformConfig) with the tower's weights and the adapter freshly initialised
     (seeded, so every worker starts identical); the logit scale from starting_logit_scale."""
-    tower, mean, std = load_vision_tower(vision_model)
-    logit_scale, _ = starting_logit_scale(config, vision_model)
+    tower, mean, std, pretrained = load_vision_tower_and_logit_scale(vision_model)
+    logit_scale, _ = starting_logit_scale(config, vision_model, pretrained)
     torch.manual_seed(config.seed)
     model_config = LLM2CLIPConfig(
         llm_dim=llm_dim,

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ops.webdataset_io import shard_id_of
+from ops.webdataset_io import shard_id_of, status_table_of
 
 NO_CAPTION_FEATURES = "no_caption_features"
 UNDECODABLE_IMAGE = "undecodable_image"
@@ -44,16 +44,11 @@ def _crc(text: str) -> int:
     return zlib.crc32(text.encode())
 
 
-def _status_path(tar_path: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, path = fsspec.core.url_to_fs(tar_path)
-    return fs, path.removesuffix(".tar") + ".parquet"
-
-
 def shard_splits(tar_path: str) -> dict[str, str | None]:
     """key -> split, from img2dataset's status table beside the tar (its `split` column, which the
     samples' json carries too); empty when the table or the column is absent. The driver and the workers
     both read the split from here, so they agree on which samples train."""
-    fs, status_path = _status_path(tar_path)
+    fs, status_path = status_table_of(tar_path)
     if not fs.exists(status_path):
         return {}
     with fs.open(status_path, "rb") as handle:
@@ -65,7 +60,7 @@ def shard_splits(tar_path: str) -> dict[str, str | None]:
 
 
 def _has_split(tar_path: str, split: str) -> bool:
-    fs, status_path = _status_path(tar_path)
+    fs, status_path = status_table_of(tar_path)
     if not fs.exists(status_path):
         return False
     with fs.open(status_path, "rb") as handle:

@@ -11,6 +11,7 @@ import torch
 from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel
 
 from models.llm2clip import LLM2CLIPConfig, LLM2CLIPModel
+from models.vision_tower import checkpoint_logit_scale
 from pipelines.train_vision.config import TrainVisionConfig
 from pipelines.train_vision.loop import (
     VisionLoopSettings,
@@ -48,8 +49,14 @@ def towers(tmp_path_factory):
 def test_the_pretrained_checkpoints_own_scale_wins_over_the_recipes(towers):
     clip, vision_only = towers
     config = TrainVisionConfig(adapter_width=16, adapter_depth=1, projection_dim=16, logit_scale_init=1.0)
-    assert starting_logit_scale(config, clip) == (pytest.approx(LN_100), f"{clip}'s checkpoint")
-    assert starting_logit_scale(config, vision_only) == (1.0, "train_vision.logit_scale_init")
+    assert (
+        checkpoint_logit_scale(clip) == pytest.approx(LN_100) and checkpoint_logit_scale(vision_only) is None
+    )
+    assert starting_logit_scale(config, clip, checkpoint_logit_scale(clip)) == (
+        pytest.approx(LN_100),
+        f"{clip}'s checkpoint",
+    )
+    assert starting_logit_scale(config, vision_only, None) == (1.0, "train_vision.logit_scale_init")
     model, _ = build_model(config, clip, llm_dim=24)
     assert model.logit_scale.item() == pytest.approx(LN_100, abs=1e-6)
     # the dry-run says so, without loading a model
