@@ -98,6 +98,28 @@ class ArtifactDir:
         pq.write_table(table, sink)
         self.write_bytes_atomic(relative, sink.getvalue())
 
+    @contextlib.contextmanager
+    def parquet_writer(self, relative: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+        """A ParquetWriter whose file appears at relative only when the block exits cleanly: tables are
+        written one at a time (memory holds one), to a staging file moved (local) or uploaded (object
+        store) at the end; a failure leaves no file behind."""
+        final = self.child_path(relative)
+        with tempfile.TemporaryDirectory(prefix="artifact-") as scratch:
+            staging = f"{final}.tmp-{uuid.uuid4().hex}" if self.is_local else f"{scratch}/part.parquet"
+            if self.is_local:
+                self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+            try:
+                with pq.ParquetWriter(staging, schema) as writer:
+                    yield writer
+            except BaseException:
+                if self.is_local and self.fs.exists(staging):
+                    self.fs.rm(staging)
+                raise
+            if self.is_local:
+                self.fs.mv(staging, final)
+            else:
+                self.fs.put_file(staging, final)
+
     def read_json(self, relative: str) -> Any:
         with self.fs.open(self._fresh(self.child_path(relative)), "rb") as handle:
             return json.loads(handle.read().decode("utf-8"))

@@ -6,11 +6,14 @@ names the file and the column.
 
 from __future__ import annotations
 
-import io
-from urllib.parse import urlsplit
+import csv as _csv
+import hashlib
+from collections.abc import Iterator
 
 import fsspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
@@ -18,6 +21,10 @@ import pyarrow.parquet as pq
 from ops.errors import BadInputError
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl")
+BATCH_ROWS = 1_000_000  # rows read, screened and written at a time
+# An http(s) url with a host (a name, or an IPv6 literal in brackets), as urllib.parse.urlsplit would
+# find one; RE2 syntax, for pyarrow compute.
+HTTP_URL = r"^(?i:https?)://(?:[^/?#@]*@)?(?:\[[0-9A-Fa-f:.]+\]|[^/?#:@\[\]\s]+)(?::[0-9]*)?(?:[/?#]|$)"
 _SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
@@ -32,18 +39,49 @@ def detect_format(path: str) -> str:
     raise UrlTableError(f"{path}: cannot tell the format from the name; set input_format to one of {FORMATS}")
 
 
-def _read_one(fs: fsspec.AbstractFileSystem, path: str, fmt: str, column_names: tuple[str, ...]) -> pa.Table:
+def _batches_of_file(
+    fs: fsspec.AbstractFileSystem, path: str, fmt: str, column_names: tuple[str, ...], batch_rows: int
+) -> Iterator[pa.Table]:
+    """The file's rows in tables of about batch_rows (parquet: row batches; csv/tsv/jsonl: the streaming
+    readers' blocks, merged up to batch_rows); never the whole file at once."""
     with fs.open(path, "rb", compression="infer") as handle:
-        data = handle.read()
-    if fmt == "parquet":
-        return pq.read_table(io.BytesIO(data))
-    if fmt in ("csv", "tsv"):
-        read_options = pa_csv.ReadOptions(column_names=list(column_names) or None)
-        parse_options = pa_csv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True)
-        # Captions must stay strings even when a column happens to look numeric.
-        convert = pa_csv.ConvertOptions(strings_can_be_null=False)
-        return pa_csv.read_csv(io.BytesIO(data), read_options, parse_options, convert)
-    return pa_json.read_json(io.BytesIO(data))
+        if fmt == "parquet":
+            parquet = pq.ParquetFile(handle)
+            for batch in parquet.iter_batches(batch_size=batch_rows):
+                yield pa.Table.from_batches([batch])
+            return
+        if fmt in ("csv", "tsv"):
+            read_options = pa_csv.ReadOptions(column_names=list(column_names) or None, block_size=1 << 24)
+            parse_options = pa_csv.ParseOptions(
+                delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True
+            )
+            # Captions must stay strings even when a column happens to look numeric: every column is
+            # read as a string (type inference per block could also disagree between blocks).
+            reader = pa_csv.open_csv(
+                handle, read_options, parse_options, _all_strings(handle, fmt, read_options)
+            )
+        else:
+            reader = pa_json.open_json(handle, pa_json.ReadOptions(block_size=1 << 24))
+        pending, rows = [], 0
+        for batch in reader:
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= batch_rows:
+                yield pa.Table.from_batches(pending)
+                pending, rows = [], 0
+        if pending:
+            yield pa.Table.from_batches(pending)
+
+
+def _all_strings(handle, fmt: str, read_options: pa_csv.ReadOptions) -> pa_csv.ConvertOptions:
+    """ConvertOptions reading every column as a (non-null) string; the header is peeked and the handle
+    rewound."""
+    names = read_options.column_names
+    if not names:
+        first = handle.readline().decode("utf-8-sig").rstrip("\r\n")
+        handle.seek(0)
+        names = next(_csv.reader([first], delimiter="\t" if fmt == "tsv" else ","))
+    return pa_csv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=False)
 
 
 def list_table_files(uri: str, input_format: str) -> tuple[fsspec.AbstractFileSystem, list[str], str]:
@@ -63,7 +101,7 @@ def list_table_files(uri: str, input_format: str) -> tuple[fsspec.AbstractFileSy
     return fs, files, fmt
 
 
-def read_url_table(
+def iter_url_table(
     uri: str,
     *,
     input_format: str,
@@ -72,63 +110,104 @@ def read_url_table(
     extra_columns: tuple[str, ...] = (),
     column_names: tuple[str, ...] = (),
     num_samples: int | None = None,
-) -> pa.Table:
-    """The table's url, caption and extra columns as strings, first num_samples rows; validated."""
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[pa.Table]:
+    """The table's url, caption and extra columns as strings, first num_samples rows, in tables of about
+    batch_rows, one input file at a time (memory holds one batch); validated."""
     fs, files, fmt = list_table_files(uri, input_format)
     wanted = [url_col, *([caption_col] if caption_col else []), *extra_columns]
-    tables = []
+    schema = pa.schema([(c, pa.string()) for c in wanted])
     rows = 0
     for path in files:
         try:
-            table = _read_one(fs, path, fmt, column_names)
+            for table in _batches_of_file(fs, path, fmt, column_names, batch_rows):
+                missing = [c for c in wanted if c not in table.column_names]
+                if missing:
+                    raise UrlTableError(
+                        f"{path}: no column {missing[0]!r} (set url_col/caption_col/extra_columns, or "
+                        "column_names for a file without a header); its columns are: "
+                        f"{', '.join(table.column_names)}"
+                    )
+                if num_samples is not None:
+                    table = table.slice(0, num_samples - rows)
+                rows += table.num_rows
+                yield table.select(wanted).cast(schema)
+                if num_samples is not None and rows >= num_samples:
+                    return
         except (pa.ArrowException, OSError, ValueError) as err:
+            if isinstance(err, UrlTableError):
+                raise
             raise UrlTableError(f"{path}: cannot read as {fmt}: {err}") from None
-        missing = [c for c in wanted if c not in table.column_names]
-        if missing:
-            raise UrlTableError(
-                f"{path}: no column {missing[0]!r} (set url_col/caption_col/extra_columns, or column_names "
-                f"for a file without a header); its columns are: {', '.join(table.column_names)}"
-            )
-        table = table.select(wanted)
-        tables.append(table.cast(pa.schema([(c, pa.string()) for c in wanted])))
-        rows += table.num_rows
-        if num_samples is not None and rows >= num_samples:
-            break
-    table = pa.concat_tables(tables)
-    if num_samples is not None:
-        table = table.slice(0, num_samples)
-    if table.num_rows == 0:
+    if rows == 0:
         raise UrlTableError(f"{uri}: the url table has no rows")
-    return table
+
+
+def read_url_table(uri: str, **options) -> pa.Table:
+    """The whole table (iter_url_table's batches concatenated): for small tables and tests."""
+    return pa.concat_tables(iter_url_table(uri, **options))
+
+
+class UrlScreen:
+    """Rows to download and rows rejected before download, batch by batch. A url that is empty or not
+    http(s) with a host is `bad_url` (file:// and the like would read the machine's own files); a url
+    seen in an earlier row, of this batch or any before, is `duplicate_url` (the first row keeps it).
+    Rejected rows keep their columns plus `row` (0-based position in the whole table), `reason` and
+    `error_message`.
+
+    The check is pyarrow compute; what it remembers of earlier batches is an 8-byte digest per distinct
+    url (240 MB at 30M rows; two different urls share a digest with probability ~1e-5 at that size)."""
+
+    def __init__(self, url_col: str):
+        self.url_col = url_col
+        self.seen = np.empty(0, dtype=np.uint64)  # sorted digests of the urls kept so far
+        self.rows = 0  # rows screened so far: the next batch's first row number
+
+    def screen(self, table: pa.Table) -> tuple[pa.Table, pa.Table]:
+        first_row, self.rows = self.rows, self.rows + table.num_rows
+        urls = pc.utf8_trim_whitespace(pc.fill_null(table.column(self.url_col), ""))
+        valid = pc.fill_null(pc.match_substring_regex(urls, HTTP_URL), False).to_numpy(zero_copy_only=False)
+        digests = np.zeros(table.num_rows, dtype=np.uint64)
+        valid_rows = np.flatnonzero(valid)
+        digests[valid_rows] = _digests(pc.take(urls, pa.array(valid_rows)).to_pylist())
+        duplicate = np.zeros(table.num_rows, dtype=bool)
+        if len(valid_rows):
+            _, first = np.unique(digests[valid_rows], return_index=True)
+            repeated = np.ones(len(valid_rows), dtype=bool)
+            repeated[first] = False  # a url's first row in this batch keeps it...
+            position = np.searchsorted(self.seen, digests[valid_rows])
+            earlier = (
+                (position < len(self.seen))
+                & (self.seen[np.minimum(position, len(self.seen) - 1)] == digests[valid_rows])
+                if len(self.seen)
+                else np.zeros(len(valid_rows), dtype=bool)
+            )
+            duplicate[valid_rows] = repeated | earlier  # ...unless an earlier batch had it
+            self.seen = np.union1d(self.seen, digests[valid_rows])
+        keep = valid & ~duplicate
+        rejected_rows = np.flatnonzero(~keep)
+        texts = pc.take(urls, pa.array(rejected_rows, pa.int64())).to_pylist()
+        reasons, messages = [], []
+        for row, text in zip(rejected_rows.tolist(), texts):
+            if not valid[row]:
+                reasons.append("bad_url")
+                messages.append(f"row {first_row + row}: {text[:200]!r} is not an http(s) url")
+            else:
+                reasons.append("duplicate_url")
+                messages.append(f"row {first_row + row}: the url of an earlier row")
+        rejected = table.take(pa.array(rejected_rows, pa.int64()))
+        rejected = rejected.append_column("row", pa.array(rejected_rows + first_row, pa.int64()))
+        rejected = rejected.append_column("reason", pa.array(reasons, pa.string()))
+        rejected = rejected.append_column("error_message", pa.array(messages, pa.string()))
+        return table.filter(pa.array(keep)), rejected
 
 
 def screen_urls(table: pa.Table, url_col: str) -> tuple[pa.Table, pa.Table]:
-    """(rows to download, rows rejected before download). A url that is empty or not http(s) with a host
-    is `bad_url` (file:// and the like would read the machine's own files); a url seen in an earlier row
-    is `duplicate_url` (the first row keeps it). Rejected rows keep their columns plus `row` (0-based
-    position in the table), `reason` and `error_message`."""
-    seen: set[str] = set()
-    keep, reasons, messages, rows = [], [], [], []
-    for row, url in enumerate(table.column(url_col).to_pylist()):
-        text = (url or "").strip()
-        try:
-            parts = urlsplit(text)
-            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-        except ValueError:  # e.g. an invalid IPv6 literal
-            valid = False
-        if not valid:
-            reason, message = "bad_url", f"row {row}: {text[:200]!r} is not an http(s) url"
-        elif text in seen:
-            reason, message = "duplicate_url", f"row {row}: the url of an earlier row"
-        else:
-            seen.add(text)
-            keep.append(row)
-            continue
-        reasons.append(reason)
-        messages.append(message)
-        rows.append(row)
-    rejected = table.take(pa.array(rows, pa.int64()))
-    rejected = rejected.append_column("row", pa.array(rows, pa.int64()))
-    rejected = rejected.append_column("reason", pa.array(reasons, pa.string()))
-    rejected = rejected.append_column("error_message", pa.array(messages, pa.string()))
-    return table.take(pa.array(keep, pa.int64())), rejected
+    """A whole table screened at once (UrlScreen): for small tables and tests."""
+    return UrlScreen(url_col).screen(table)
+
+
+def _digests(urls: list[str]) -> np.ndarray:
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(u.encode(), digest_size=8).digest(), "little") for u in urls],
+        dtype=np.uint64,
+    )

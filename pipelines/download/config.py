@@ -10,7 +10,8 @@ from ops.config_schema import check
 from ops.hashing import NOT_IN_KEY
 
 SHARDS_DIR = "shards"
-INPUT_TABLE = "input/urls.parquet"
+INPUT_DIR = "input"  # img2dataset's url_list: part-*.parquet, each a whole number of shards
+SCREENED_OUT = "screened_out.parquet"  # outside input/, whose every parquet file img2dataset reads
 # img2dataset's defaults: images whose X-Robots-Tag carries one of these are not downloaded.
 OPT_OUT_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
 SCENE_COLUMNS = ("scene_key", "split", "dense_caption")

@@ -3,15 +3,19 @@ stage's counts and metrics."""
 
 from __future__ import annotations
 
+import contextlib
+from collections import Counter
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ops.artifact_dir import ArtifactDir
-from ops.manifest import StageCounts, count_reasons
+from ops.manifest import StageCounts
 from ops.stage import StageContext, StageOutcome
-from pipelines.download.config import SCENE_COLUMNS, SHARDS_DIR
+from pipelines.download.config import SCENE_COLUMNS, SCREENED_OUT, SHARDS_DIR
 
+REJECTED = "rejected.parquet"
 STATS_FIELDS = ("count", "successes", "failed_to_download", "failed_to_resize", "duration")
 
 
@@ -44,25 +48,59 @@ def discard_partial_stats(artifact: ArtifactDir) -> list[int]:
     return sorted(partial)
 
 
-def collect_rejected(artifact: ArtifactDir, shard_ids: list[int]) -> pa.Table:
-    """Rows img2dataset did not turn into samples, from its per-shard status parquet, with a reason."""
-    parts = []
-    for shard in shard_ids:
-        with artifact.open(f"{SHARDS_DIR}/{shard:05d}.parquet") as handle:
-            rows = pq.read_table(handle)
-        failed = rows.filter(pc.not_equal(rows.column("status"), "success"))
-        if failed.num_rows:
-            keep = [c for c in ("key", "url", "caption", *SCENE_COLUMNS) if c in failed.column_names]
-            failed = failed.select([*dict.fromkeys([*keep, "status", "error_message"])])
-            parts.append(failed.append_column("shard", pa.array([shard] * failed.num_rows, pa.int32())))
-    if not parts:
-        return pa.table({"key": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
-    table = pa.concat_tables(parts, promote_options="permissive")
-    reasons = [
-        rejection_reason(s, m)
-        for s, m in zip(table["status"].to_pylist(), table["error_message"].to_pylist())
-    ]
-    return table.append_column("reason", pa.array(reasons, pa.string()))
+def write_rejected(artifact: ArtifactDir, shard_ids: list[int]) -> dict[str, int]:
+    """rejected.parquet, streamed: the rows screened out before download, then per shard the rows
+    img2dataset did not turn into samples, each with a reason; returns the count per reason."""
+    with contextlib.ExitStack() as stack:
+        screened = None
+        if artifact.exists(SCREENED_OUT):
+            screened = pq.ParquetFile(stack.enter_context(artifact.open(SCREENED_OUT)))
+        return _write_rejected(artifact, shard_ids, screened)
+
+
+def _write_rejected(
+    artifact: ArtifactDir, shard_ids: list[int], screened: pq.ParquetFile | None
+) -> dict[str, int]:
+    schema = pa.schema(
+        [
+            *[(c, pa.string()) for c in ("key", "url", "caption", *SCENE_COLUMNS, "status", "error_message")],
+            ("shard", pa.int32()),
+            ("row", pa.int64()),
+            ("reason", pa.string()),
+        ]
+    )
+    if screened is not None:  # the table's extra columns (source, the user's) too
+        for field in screened.schema_arrow:
+            if field.name not in schema.names:
+                schema = schema.append(field)
+    by_reason: Counter[str] = Counter()
+    with artifact.parquet_writer(REJECTED, schema) as writer:
+
+        def write(table: pa.Table) -> None:
+            by_reason.update(table["reason"].to_pylist())
+            columns = {
+                f.name: table[f.name].cast(f.type)
+                if f.name in table.column_names
+                else pa.nulls(table.num_rows, f.type)
+                for f in schema
+            }
+            writer.write_table(pa.table(columns, schema=schema))
+
+        if screened is not None:
+            for batch in screened.iter_batches():
+                write(pa.Table.from_batches([batch]))
+        for shard in shard_ids:
+            with artifact.open(f"{SHARDS_DIR}/{shard:05d}.parquet") as handle:
+                rows = pq.read_table(handle)
+            failed = rows.filter(pc.not_equal(rows.column("status"), "success"))
+            if failed.num_rows:
+                reasons = [
+                    rejection_reason(s, m)
+                    for s, m in zip(failed["status"].to_pylist(), failed["error_message"].to_pylist())
+                ]
+                failed = failed.append_column("shard", pa.array([shard] * failed.num_rows, pa.int32()))
+                write(failed.append_column("reason", pa.array(reasons, pa.string())))
+    return dict(by_reason)
 
 
 def rejection_reason(status: str, error_message: str | None) -> str:
@@ -75,30 +113,26 @@ def rejection_reason(status: str, error_message: str | None) -> str:
 def summarize_download(
     artifact: ArtifactDir,
     num_rows: int,
-    screened_out: pa.Table,
     num_shards: int,
     done_before: set[int],
     elapsed_s: float,
     ctx: StageContext,
 ) -> StageOutcome:
-    """Reconcile img2dataset's shard stats with the input table (num_rows rows, of which screened_out
-    never reached img2dataset), write the rejected sink, log metrics."""
+    """Reconcile img2dataset's shard stats with the input table (num_rows rows, of which those in
+    screened_out.parquet never reached img2dataset), write the rejected sink, log metrics."""
     stats = shard_stats(artifact)
     missing = sorted(set(range(num_shards)) - set(stats))
     if missing:
         raise RuntimeError(f"download: shards {missing[:10]} have no stats file; rerun to finish them")
     count = sum(s["count"] for s in stats.values())
     successes = sum(s["successes"] for s in stats.values())
-    if count + screened_out.num_rows != num_rows:
+    by_reason = write_rejected(artifact, sorted(stats))
+    screened_out = by_reason.get("bad_url", 0) + by_reason.get("duplicate_url", 0)
+    if count + screened_out != num_rows:
         raise RuntimeError(
-            f"download: shards account for {count} rows and {screened_out.num_rows} were screened out, "
+            f"download: shards account for {count} rows and {screened_out} were screened out, "
             f"the url table has {num_rows}"
         )
-    rejected = collect_rejected(artifact, sorted(stats))
-    if screened_out.num_rows:
-        rejected = pa.concat_tables([screened_out, rejected], promote_options="permissive")
-    artifact.write_parquet_atomic("rejected.parquet", rejected)
-    by_reason = count_reasons(rejected.column("reason").to_pylist())
 
     for shard, s in sorted(stats.items()):
         ctx.log_metrics(

@@ -1,7 +1,9 @@
 """Download stage: a url+caption table into webdataset shards with img2dataset.
 
 Output layout:
-  input/urls.parquet              the table img2dataset reads (validated, subset, url/caption/extra columns)
+  input/part-{n:05d}.parquet      the table img2dataset reads (validated, screened, subset, url/caption/extra
+                                  columns), in parts of whole shards so no process reads it all at once
+  screened_out.parquet            the rows screened out before download (bad_url, duplicate_url)
   shards/{shard:05d}.tar          webdataset shards: {key}.jpg, {key}.txt (caption), {key}.json (metadata),
                                   in key order (not the order the downloads finished in)
   shards/{shard:05d}.parquet      img2dataset's per-row status of the shard, in key order
@@ -21,17 +23,18 @@ import time
 
 from ops.loopback_http import LoopbackFileServer
 from ops.stage import StageContext, StageOutcome, StageSpec
-from ops.url_table import read_url_table, screen_urls
+from ops.url_table import iter_url_table
 from pipelines.download.config import (
-    INPUT_TABLE,
+    INPUT_DIR,
     RICH_SCENE_COLUMNS,
     SCENE_COLUMNS,
     SHARDS_DIR,
     DownloadConfig,
     download_inputs,
 )
+from pipelines.download.input_parts import write_input_parts
 from pipelines.download.results import discard_partial_stats, shard_stats, summarize_download
-from pipelines.download.url_tables import scenes_url_table, sources_url_table
+from pipelines.download.url_tables import scenes_url_table, sources_url_batches
 
 
 def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
@@ -56,7 +59,7 @@ def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
     done_before = set(shard_stats(artifact))
     with contextlib.ExitStack() as stack:
         if config.url_list:
-            table = read_url_table(
+            batches = iter_url_table(
                 config.url_list,
                 input_format=config.input_format,
                 url_col=config.url_col,
@@ -67,20 +70,20 @@ def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
             )
             url_col, caption_col, extra = config.url_col, config.caption_col, list(config.extra_columns)
         elif config.sources:
-            table = sources_url_table(config)
+            batches = sources_url_batches(config)
             url_col, caption_col, extra = "url", "caption", [*config.extra_columns, "source"]
         else:
             server = stack.enter_context(LoopbackFileServer(ctx.inputs["scenes"].uri))
             table = scenes_url_table(ctx.inputs["scenes"], server, config)
+            batches = iter([table])
             url_col, caption_col = "url", "caption"
             extra = [c for c in (*SCENE_COLUMNS, *RICH_SCENE_COLUMNS) if c in table.column_names]
             print(f"[download] serving {table.num_rows} scene images at {server.base_url}", flush=True)
-        num_rows = table.num_rows
-        table, screened_out = screen_urls(table, url_col)
         # Rewritten on every run (the loopback port changes); rows and their order never do, so shard
         # n holds the same rows on a resumed run as on the first.
-        artifact.write_parquet_atomic(INPUT_TABLE, table)
-        num_shards = math.ceil(table.num_rows / config.samples_per_shard)
+        screened = write_input_parts(artifact, batches, url_col, config.samples_per_shard)
+        num_rows, num_kept = screened.num_rows, screened.num_kept
+        num_shards = math.ceil(num_kept / config.samples_per_shard)
         if done_before:
             print(
                 f"[download] resuming: {len(done_before)} of {num_shards} shards already complete", flush=True
@@ -91,7 +94,7 @@ def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
             # img2dataset's own hangs for good when a worker process dies; this one retries the shard.
             img2dataset_main.multiprocessing_distributor = resilient_multiprocessing_distributor
         download(
-            url_list=artifact.child_uri(INPUT_TABLE),
+            url_list=artifact.child_uri(INPUT_DIR),
             input_format="parquet",
             url_col=url_col,
             caption_col=caption_col,
@@ -115,13 +118,14 @@ def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
             enable_wandb=False,
         )
     elapsed = time.perf_counter() - started
-    return summarize_download(artifact, num_rows, screened_out, num_shards, done_before, elapsed, ctx)
+    return summarize_download(artifact, num_rows, num_shards, done_before, elapsed, ctx)
 
 
 STAGE = StageSpec(
     name="download",
-    # 2: urls screened (bad_url, duplicate_url) before img2dataset; 3: shards written in key order
-    code_version="3",
+    # 2: urls screened (bad_url, duplicate_url) before img2dataset; 3: shards written in key order;
+    # 4: the input table streamed into parts (img2dataset's shards are cut per part)
+    code_version="4",
     config_cls=DownloadConfig,
     inputs=("scenes",),
     run=run_download,

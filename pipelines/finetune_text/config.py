@@ -87,6 +87,10 @@ class FinetuneTextConfig:
     temperature: float = 0.02  # LLM2CLIP's logit scale 50
     max_steps: int = 200  # optimizer steps
     batch_size_per_worker: int = 32  # pairs; the loss sees num_workers x this many keys
+    # Pairs each worker holds at once: an epoch is shuffled window by window (batches.py), so memory stays
+    # flat however many pairs there are. In the key: with more pairs than this, it decides the batches.
+    # The release shuffles the whole set; one window of this size is a full shuffle of up to 65,536 pairs.
+    shuffle_window_pairs: int = 65536
     learning_rate: float = 2e-4
     weight_decay: float = 0.0
     warmup_steps: int = 20
@@ -116,6 +120,12 @@ class FinetuneTextConfig:
 
     def __post_init__(self):
         check_model_reference(self.base_model, "base_model")
+        check(
+            self.shuffle_window_pairs >= self.batch_size_per_worker * self.num_workers,
+            "shuffle_window_pairs",
+            "at least one global batch (num_workers x batch_size_per_worker)",
+            self.shuffle_window_pairs,
+        )
         check(
             0 < self.negative_max_similarity <= 1,
             "negative_max_similarity",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pyarrow as pa
 import torch
 
 from models.text_encoder_io import apply_lora, enable_gradient_checkpointing, load_backbone
@@ -15,6 +14,7 @@ from ops.distributed import rank_and_world
 from pipelines.finetune_text.batches import pair_batches
 from pipelines.finetune_text.config import FinetuneTextConfig
 from pipelines.finetune_text.loop import MntpSettings, mntp_steps
+from pipelines.finetune_text.pair_groups import PairGroups
 
 MNTP_FOLDER = "mntp_model"
 MNTP_DONE = "_DONE"
@@ -24,7 +24,7 @@ def mntp_backbone(
     config: FinetuneTextConfig,
     base_model: str,
     artifact: ArtifactDir,
-    pairs: pa.Table,
+    pairs: PairGroups,
     device,
     log: Callable[[int, dict[str, float]], None],
     score_base: Callable[[Callable[[], tuple]], None],
@@ -49,7 +49,13 @@ def mntp_backbone(
     text_batches = (
         batch["query_side"] + batch["key_side"]
         for batch in pair_batches(
-            pairs, config.batch_size_per_worker, rank, world, config.seed, query_side=config.query_side
+            pairs,
+            config.batch_size_per_worker,
+            rank,
+            world,
+            config.seed,
+            query_side=config.query_side,
+            window_rows=config.shuffle_window_pairs,
         )
     )
     mntp = settings_from(

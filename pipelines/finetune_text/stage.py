@@ -14,33 +14,24 @@ from __future__ import annotations
 import time
 
 from ops.errors import BadInputError
-from ops.manifest import StageCounts, count_reasons
+from ops.manifest import StageCounts
 from ops.stage import StageContext, StageOutcome, StageSpec
 from pipelines.finetune_text.config import BASE_MODEL_STAGES, FinetuneTextConfig, finetune_inputs
-from pipelines.finetune_text.pairs import collect_pairs, training_pairs
-from pipelines.finetune_text.text_pairs import mix_text_pairs
+from pipelines.finetune_text.pairs import write_pairs
 from pipelines.finetune_text.worker import run_training
 
 
 def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOutcome:
     started = time.perf_counter()
     base_model = config.base_model or ctx.inputs[config.base_model_stage].child_uri("llm")
-    train, held_out, unusable = collect_pairs(ctx.inputs["download"], ctx.inputs.get("recaption"), config)
-    training = training_pairs(train, config.negatives, config.seed, config.negative_max_similarity)
-    text_counts, text_rejected = {}, {}
-    if config.text_pairs or config.caption_query_instruction:
-        training, text_counts, rejected = mix_text_pairs(training, config)
-        if config.text_pairs:
-            ctx.artifact.write_parquet_atomic("pairs/rejected_text_pairs.parquet", rejected)
-            text_rejected = count_reasons(rejected.column("reason").to_pylist())
-    if training.num_rows < config.batch_size_per_worker * config.num_workers:
+    # Streamed one download shard at a time: the driver never holds the pair table.
+    counts = write_pairs(ctx.inputs["download"], ctx.inputs.get("recaption"), config, ctx.artifact)
+    if counts.train_rows < config.batch_size_per_worker * config.num_workers:
         raise BadInputError(
-            f"finetune_text: {training.num_rows} training pairs, fewer than one global batch of "
+            f"finetune_text: {counts.train_rows} training pairs, fewer than one global batch of "
             f"num_workers={config.num_workers} x batch_size_per_worker={config.batch_size_per_worker}; "
             "lower finetune_text.batch_size_per_worker or finetune_text.num_workers, or add data"
         )
-    ctx.artifact.write_parquet_atomic("pairs/train.parquet", training)
-    ctx.artifact.write_parquet_atomic("pairs/eval.parquet", held_out)
     # CRA before and after comes back from rank 0, which holds both models anyway: the driver (often a
     # CPU head node) never loads the LLM.
     result = run_training(
@@ -52,31 +43,35 @@ def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOut
     )
     metrics = {
         **result,
-        "num_train_images": float(train.num_rows),
-        "num_train_pairs": float(training.num_rows),
-        "num_eval_pairs": float(held_out.num_rows),
-        **{f"num_text_pairs_{name}": float(count) for name, count in text_counts.items()},
+        "num_train_images": float(counts.train_images),
+        "num_train_pairs": float(counts.train_rows),
+        "num_eval_pairs": float(counts.eval_images),
+        **{f"num_text_pairs_{name}": float(count) for name, count in counts.text_pairs.items()},
         "stage_s": time.perf_counter() - started,
     }
     # Images and text-pair rows, each counted once: in, kept, rejected with a reason.
-    num_text = sum(text_counts.values())
-    num_text_rejected = sum(text_rejected.values())
-    total = train.num_rows + held_out.num_rows + unusable + num_text + num_text_rejected
-    counts = StageCounts(
-        num_in=total,
-        num_out=train.num_rows + held_out.num_rows + num_text,
-        num_rejected=unusable + num_text_rejected,
-        rejected_by_reason={**({"missing_caption": unusable} if unusable else {}), **text_rejected},
+    num_text = sum(counts.text_pairs.values())
+    num_text_rejected = sum(counts.text_rejected.values())
+    kept = counts.train_images + counts.eval_images + num_text
+    counts_out = StageCounts(
+        num_in=kept + counts.unusable + num_text_rejected,
+        num_out=kept,
+        num_rejected=counts.unusable + num_text_rejected,
+        rejected_by_reason={
+            **({"missing_caption": counts.unusable} if counts.unusable else {}),
+            **counts.text_rejected,
+        },
     )
-    return StageOutcome(counts=counts, metrics=metrics)
+    return StageOutcome(counts=counts_out, metrics=metrics)
 
 
 STAGE = StageSpec(
     name="finetune_text",
     # 3: batches dealt by (seed, step, rank), not by Ray Data's split; 4: LoRA merged in fp32 and the saved
     # encoder scored (cra_finetuned), an instruction pooled by character offsets, the loss on cosine
-    # scores, random negatives by default
-    code_version="4",
+    # scores, random negatives by default; 5: pairs streamed into row groups (each negative drawn within
+    # its group of 2,048 images), workers shuffle by windows of shuffle_window_pairs
+    code_version="5",
     config_cls=FinetuneTextConfig,
     inputs=("download", "recaption", *BASE_MODEL_STAGES),
     run=run_finetune_text,

@@ -86,17 +86,3 @@ def with_task_columns(caption_pairs: pa.Table, caption_query_instruction: str) -
     return caption_pairs.append_column("task", pa.array([CAPTION_TASK] * rows, pa.string())).append_column(
         "query_instruction", pa.array([query_prefix(caption_query_instruction)] * rows, pa.string())
     )
-
-
-def mix_text_pairs(caption_pairs: pa.Table, config) -> tuple[pa.Table, dict[str, int], pa.Table]:
-    """(the caption pairs and every text-pair set as tasks of one training table, kept rows per set,
-    the sets' rejected rows) for a FinetuneTextConfig."""
-    parts = [with_task_columns(caption_pairs, config.caption_query_instruction)]
-    rejected_parts = [pa.table({"source": pa.array([], pa.string()), "reason": pa.array([], pa.string())})]
-    counts = {}
-    for source in config.text_pairs:
-        rows, rejected = read_text_pairs(source, config.negatives != "none")
-        parts.append(rows)
-        rejected_parts.append(rejected)
-        counts[source.name] = rows.num_rows
-    return pa.concat_tables(parts), counts, pa.concat_tables(rejected_parts, promote_options="permissive")

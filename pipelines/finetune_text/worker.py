@@ -24,7 +24,7 @@ class FinetuneJob:
 
     config: FinetuneTextConfig
     base_model: str  # HF id or folder of the base LLM
-    pairs_uri: str  # pairs/train.parquet, which every worker reads and deals itself (see batches.py)
+    pairs_uri: str  # pairs/train.parquet: each worker reads the row groups its steps reach (batches.py)
     eval_pairs_uri: str  # pairs/eval.parquet, which rank 0 scores CRA on
     links: RunLinks
 
@@ -44,7 +44,8 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, float] | None:
     from pipelines.finetune_text.cra import base_cra, held_out_cra, saved_encoder_cra
     from pipelines.finetune_text.loop import LoopSettings, build_optimizer, train_steps
     from pipelines.finetune_text.mntp import mntp_backbone
-    from pipelines.finetune_text.pairs import read_held_out_pairs, read_training_pairs
+    from pipelines.finetune_text.pair_groups import PairGroups
+    from pipelines.finetune_text.pairs import read_held_out_pairs
     from pipelines.ray_train import Rank0Metrics, report_with_checkpoint, restored_state, worker_context
 
     job: FinetuneJob = job_of(loop_config)
@@ -53,7 +54,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, float] | None:
     artifact = ArtifactDir(job.links.artifact_uri)
     torch.manual_seed(config.seed)
     metrics_log = Rank0Metrics(job.links, rank)
-    pairs = read_training_pairs(job.pairs_uri)
+    pairs = PairGroups.of_parquet(job.pairs_uri)  # the footer only; windows are read as steps reach them
     held_out = read_held_out_pairs(job.eval_pairs_uri, config.cra_query_column) if rank == 0 else None
     cra: dict[str, float] = {}
 
@@ -124,7 +125,14 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, float] | None:
     loop_started = time.perf_counter()
     # From the checkpoint's step on, the batches an uninterrupted run would see (step -> rows).
     batches = pair_batches(
-        pairs, config.batch_size_per_worker, rank, world, config.seed, start_step, config.query_side
+        pairs,
+        config.batch_size_per_worker,
+        rank,
+        world,
+        config.seed,
+        start_step,
+        config.query_side,
+        config.shuffle_window_pairs,
     )
     train_steps(
         encoder, tokenizer, batches, loop, optimizer, scheduler, start_step, on_step, device, autocast

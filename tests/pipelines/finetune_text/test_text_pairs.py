@@ -17,7 +17,7 @@ from ops.errors import BadInputError
 from ops.retrieval_metrics import caption_retrieval_accuracy
 from pipelines.finetune_text.batches import pair_batches
 from pipelines.finetune_text.config import FinetuneTextConfig, TextPairSource
-from pipelines.finetune_text.text_pairs import mix_text_pairs, read_text_pairs, with_task_columns
+from pipelines.finetune_text.text_pairs import read_text_pairs, with_task_columns
 from tests.pipelines.finetune_text.test_loop import _pairs, _settings, _tiny_llm, _train
 
 INSTRUCTION = "Given a sentence, retrieve a detailed relevant sentence"
@@ -134,26 +134,3 @@ def test_a_mixed_run_learns_both_tasks():
     _, losses = _train(encoder, tokenizer, rows, _settings(warmup_steps=5, max_steps=60))
     assert sum(losses[-5:]) / 5 < 0.25 * sum(losses[:5]) / 5
     assert cra() > base + 0.3  # captions encoded without any instruction, as the embed stage does
-
-
-def test_mixing_puts_caption_pairs_and_each_set_in_one_table_as_tasks(tmp_path):
-    rows = [{"query": f"q{i}", "positive": f"p{i}", "negative": f"n{i}"} for i in range(3)]
-    rows.append({"query": "q3", "positive": "", "negative": "n3"})
-    source = TextPairSource(
-        name="e5", path=_write_jsonl(tmp_path / "e5.jsonl", rows), instruction=INSTRUCTION
-    )
-    config = FinetuneTextConfig(text_pairs=(source,), negatives="random", caption_query_instruction="Find it")
-    captions = pa.table(
-        {
-            "key": ["k0"],
-            "kind": ["original_dense"],
-            "caption_1": ["a"],
-            "caption_2": ["b"],
-            "hard_negative_1": ["c"],
-            "hard_negative_2": ["d"],
-        }
-    )
-    table, counts, rejected = mix_text_pairs(captions, config)
-    assert table.column("task").to_pylist() == ["captions", "e5", "e5", "e5"]
-    assert table.column("query_instruction").to_pylist() == ["Find it; "] + [INSTRUCTION + "; "] * 3
-    assert counts == {"e5": 3} and rejected.column("reason").to_pylist() == ["missing_positive"]
