@@ -47,6 +47,7 @@ BENCHES = (
     ("cluster_overhead", "cluster_overhead", []),
     ("gpu_throughput", "gpu_throughput", []),
     ("mntp_memory", "mntp_memory", []),
+    ("data_scale", "scale", []),
 )
 
 # What bench/README.md says above the latest table.

@@ -199,6 +199,27 @@ def _mntp_memory(result: dict) -> list[SuiteRow]:
     return _rows_against(result, "peak_above_model_mib", "MiB", "full vocabulary logits at every position")
 
 
+def _data_scale(result: dict) -> list[SuiteRow]:
+    """Per piece of this checkout: peak RSS at the largest size against the smallest (the flat-memory
+    target is at most 1.2x from 10^4 to 10^5), and a resume's reads against reading the epoch through."""
+    rows: list[SuiteRow] = []
+    now = [r for r in result["rows"] if r.get("code") == "now" and "error" not in r]
+    for piece in dict.fromkeys(r["piece"] for r in now):
+        sizes = sorted((r for r in now if r["piece"] == piece), key=lambda r: r["size"])
+        small, large = sizes[0], sizes[-1]
+        rows.append(
+            SuiteRow(
+                result["bench"],
+                f"{piece} peak RSS at {large['size']:,}",
+                large["peak_rss_mib"],
+                "MiB",
+                f"at {small['size']:,}",
+                round(large["peak_rss_mib"] / small["peak_rss_mib"], 3),
+            )
+        )
+    return rows
+
+
 EXTRACTORS: dict[str, Callable[[dict], list[SuiteRow]]] = {
     "demo_walltime": _demo_walltime,
     "long_caption_walltime": _demo_walltime,
@@ -212,6 +233,7 @@ EXTRACTORS: dict[str, Callable[[dict], list[SuiteRow]]] = {
     "cluster_overhead": _cluster,
     "gpu_throughput": _gpu,
     "mntp_memory": _mntp_memory,
+    "data_scale": _data_scale,
 }
 
 

@@ -106,6 +106,7 @@ def main() -> None:
     import torch
 
     from models.text_encoder_io import load_text_encoder
+    from ops.image_transforms import normalize_pixels
     from ops.webdataset_io import shard_id_of
     from pipelines.train_vision.config import TrainVisionConfig
     from pipelines.train_vision.data import training_batches
@@ -126,15 +127,18 @@ def main() -> None:
         def loader_batches(settings=loader):
             return training_batches(tar_paths, sidecars, settings, 0, 1, DataPosition())
 
+        def step(batch):  # the loader's uint8 pixels, normalised as the training step does
+            return step_loss(model, normalize_pixels(batch[0], transform.mean, transform.std), batch[1])
+
         in_memory = list(itertools.islice(loader_batches(), args.steps + 1))
-        loader_s = timed_steps(model, loader_batches(), args.steps, lambda b: step_loss(model, *b))
+        loader_s = timed_steps(model, loader_batches(), args.steps, step)
         # Decode and augmentation in one process ahead of the step (train_vision.decode_processes: 1).
         ahead = dataclasses.replace(loader, decode_processes=1, prefetch_batches=4)
         stream = loader_batches(ahead)
         next(stream)  # the process's start (imports) is paid once per run: not a per-step cost
-        ahead_s = timed_steps(model, stream, args.steps, lambda b: step_loss(model, *b))
+        ahead_s = timed_steps(model, stream, args.steps, step)
         stream.close()
-        memory_s = timed_steps(model, iter(in_memory), args.steps, lambda b: step_loss(model, *b))
+        memory_s = timed_steps(model, iter(in_memory), args.steps, step)
 
         # Online: the frozen LLM encodes the same dense captions every step.
         encoder, tokenizer = load_text_encoder(encoder_dir)
@@ -149,7 +153,7 @@ def main() -> None:
             (pixels, _), texts = pair
             with torch.no_grad():
                 features = encoder.encode(tokenizer, texts, batch_size=len(texts))
-            return step_loss(model, pixels, features)
+            return step((pixels, features))
 
         online_s = timed_steps(model, iter(list(zip(in_memory, text_batches))), args.steps, online_step)
     rows = [

@@ -71,9 +71,21 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image
 
 
 def _to_tensor(image: Image.Image, config: ImageTransformConfig) -> torch.Tensor:
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    array = (array - np.asarray(config.mean, dtype=np.float32)) / np.asarray(config.std, dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    return normalize_pixels(_to_uint8(image), config.mean, config.std)
+
+
+def _to_uint8(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)))
+
+
+def normalize_pixels(pixels: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 [..., 3, H, W] -> float32 CLIP input, on whatever device the tensor is: the training loader
+    hands uint8 batches across processes and to the GPU (a quarter of float32's bytes) and the step
+    normalises them there. The same float32 arithmetic as on the CPU, so the pixels are the same."""
+    shape = (3, 1, 1)
+    mean = torch.tensor(mean, dtype=torch.float32, device=pixels.device).view(shape)
+    std = torch.tensor(std, dtype=torch.float32, device=pixels.device).view(shape)
+    return (pixels.to(torch.float32) / 255.0 - mean) / std
 
 
 def eval_transform(image: Image.Image, config: ImageTransformConfig) -> torch.Tensor:
@@ -121,11 +133,17 @@ def random_resized_crop_box(
     return (width - crop_width) // 2, (height - crop_height) // 2, crop_width, crop_height
 
 
-def train_transform(image: Image.Image, config: ImageTransformConfig, rng: random.Random) -> torch.Tensor:
+def train_crop(image: Image.Image, config: ImageTransformConfig, rng: random.Random) -> torch.Tensor:
     """Random resized crop (random_resized_crop_box: train_scale of the area, aspect 3:4 to 4:3), resized
-    to a size_px square (bicubic); no flip: captions name left and right."""
+    to a size_px square (bicubic); no flip: captions name left and right. uint8 [3, size, size]: the
+    step normalises it (normalize_pixels) on its device."""
     left, top, crop_width, crop_height = random_resized_crop_box(*image.size, config.train_scale, rng)
     crop = image.crop((left, top, left + crop_width, top + crop_height)).resize(
         (config.size_px, config.size_px), Image.BICUBIC
     )
-    return _to_tensor(crop, config)
+    return _to_uint8(crop)
+
+
+def train_transform(image: Image.Image, config: ImageTransformConfig, rng: random.Random) -> torch.Tensor:
+    """train_crop, normalised: float32 [3, size, size]."""
+    return normalize_pixels(train_crop(image, config, rng), config.mean, config.std)

@@ -38,9 +38,12 @@ def fit_in_artifact(
     config,
     ctx: StageContext,
     datasets: dict[str, Any] | None = None,
+    cpus_per_worker: float = 1.0,
 ):
     """(Ray Train result, wall seconds). `job` (a frozen dataclass) reaches each worker as job_of(its
-    loop config); `config` gives num_workers, use_gpu, placement_strategy and max_failures."""
+    loop config); `config` gives num_workers, use_gpu, placement_strategy and max_failures. Each worker
+    reserves cpus_per_worker CPUs (the training process and any decode processes it starts) and, with
+    use_gpu, one GPU."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -48,11 +51,7 @@ def fit_in_artifact(
     trainer = TorchTrainer(
         train_fn,
         train_loop_config={JOB_KEY: job},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=config.num_workers,
-            use_gpu=config.use_gpu,
-            placement_strategy=config.placement_strategy,
-        ),
+        scaling_config=scaling_config(config, cpus_per_worker),
         run_config=ray.train.RunConfig(
             name="train",
             storage_path=ctx.artifact.uri,
@@ -64,6 +63,17 @@ def fit_in_artifact(
     )
     result = trainer.fit()
     return result, time.perf_counter() - began
+
+
+def scaling_config(config, cpus_per_worker: float = 1.0):
+    import ray.train
+
+    return ray.train.ScalingConfig(
+        num_workers=config.num_workers,
+        use_gpu=config.use_gpu,
+        placement_strategy=config.placement_strategy,
+        resources_per_worker={"CPU": cpus_per_worker, **({"GPU": 1} if config.use_gpu else {})},
+    )
 
 
 def job_of(loop_config: dict[str, Any]) -> Any:

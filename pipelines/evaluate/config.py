@@ -6,7 +6,7 @@ import dataclasses
 from typing import Literal
 
 from ops.config_schema import check, check_model_reference
-from ops.hashing import IN_KEY_WHEN_SET
+from ops.hashing import IN_KEY_WHEN_SET, NOT_IN_KEY
 
 RetrievalFormat = Literal[
     "karpathy",
@@ -66,7 +66,9 @@ class EvaluateConfig:
     zero_shot: tuple[ZeroShotSpec, ...] = ()
     scenes_split: str = "eval"  # the download samples the scenes_* formats use
     batch_size: int = 64  # images or captions per forward
-    use_gpu: bool = False
+    use_gpu: bool = False  # the scoring task holds one GPU (the driver never needs one)
+    # CPUs the scoring task reserves; its images are decoded on that many threads. Not in the key.
+    num_cpus: int = dataclasses.field(default=2, metadata=NOT_IN_KEY)
     heatmap_samples: int = 12  # images in the similarity heatmap
     trust_remote_code: bool = False
 
@@ -80,6 +82,7 @@ class EvaluateConfig:
         names = [b.name for b in self.benchmarks] + [z.name for z in self.zero_shot]
         check(len(set(names)) == len(names), "benchmarks", "distinct names", names)
         check(self.batch_size > 0, "batch_size", "a positive count", self.batch_size)
+        check(self.num_cpus > 0, "num_cpus", "a positive count", self.num_cpus)
         check_model_reference(self.model, "model")
         check_model_reference(self.encoder, "encoder")
         check(

@@ -1,9 +1,11 @@
 """The evaluate stage's work: load the sets, encode images (vision tower) and captions (frozen LLM
-encoder, then the adapter), score, and write the report. Plain torch: it also runs from the CLI."""
+encoder, then the adapter), score (score_sets: a Ray task with the stage's CPUs and GPU, or in-process
+from the CLI), and write the report (write_report, on the driver). Plain torch."""
 
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -64,6 +66,8 @@ class Encoders:
 
         self.device = torch.device("cuda" if config.use_gpu else "cpu")
         self.batch_size = config.batch_size
+        # PIL decodes and resizes without the GIL: threads give the forward a batch per decode of one
+        self.decoders = ThreadPoolExecutor(max(1, config.num_cpus), thread_name_prefix="evaluate-decode")
         with ArtifactDir(model_uri).local_copy("") as folder:
             model, self.transform = load_export(folder)
         self.model = model.to(self.device)
@@ -75,11 +79,22 @@ class Encoders:
     @torch.no_grad()
     def image_features(self, images: list) -> torch.Tensor:
         out = []
-        for start in range(0, len(images), self.batch_size):
-            pixels = torch.stack(
-                [eval_transform(_open(i), self.transform) for i in images[start : start + self.batch_size]]
-            )
+
+        def pixels_of(image) -> torch.Tensor:
+            return eval_transform(_open(image), self.transform)
+
+        batches = (images[s : s + self.batch_size] for s in range(0, len(images), self.batch_size))
+        ahead = None  # the next batch decodes while this one runs through the tower
+        for batch in batches:
+            current = ahead if ahead is not None else list(self.decoders.map(pixels_of, batch))
+            upcoming = next(batches, None)
+            ahead = None
+            if upcoming is not None:
+                ahead_futures = [self.decoders.submit(pixels_of, image) for image in upcoming]
+            pixels = torch.stack(current)
             out.append(self.model.get_image_features(pixels.to(self.device)).float().cpu())
+            if upcoming is not None:
+                ahead = [future.result() for future in ahead_futures]
         return torch.cat(out)
 
     @torch.no_grad()
@@ -135,10 +150,9 @@ def zero_shot_metrics(encoders: Encoders, spec) -> dict[str, float]:
     return metrics
 
 
-def evaluate_all(config, model_uri: str, encoder_uri: str, shards_uri: str | None, ctx: StageContext):
-    """(results per set, images scored); writes and logs the table and plots."""
-    from pipelines.evaluate.report import heatmap_png, recall_bars_png, tables
-
+def score_sets(config, model_uri: str, encoder_uri: str, shards_uri: str | None) -> tuple[dict, tuple | None]:
+    """(results per set, (first retrieval set's name, its heatmap sample) or None): the model work, where
+    the stage's resources are (a Ray task) or in the calling process."""
     encoders = Encoders(model_uri, encoder_uri, config)
     results: dict[str, dict[str, float]] = {}
     heatmap = None
@@ -146,12 +160,30 @@ def evaluate_all(config, model_uri: str, encoder_uri: str, shards_uri: str | Non
         data = load_retrieval_set(spec, shards_uri, config.scenes_split)
         results[spec.name], sample = retrieval_metrics(encoders, data)
         shown = {k: v for k, v in results[spec.name].items() if not k.endswith("_strict")}
-        print(f"[evaluate] {spec.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
+        print(f"[evaluate] {spec.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()), flush=True)
         if heatmap is None:
-            heatmap = (spec.name, sample)
+            count = min(config.heatmap_samples, len(sample["first_caption"]))
+            firsts = sample["first_caption"][:count]
+            heatmap = (
+                spec.name,
+                {
+                    "images": sample["images"][:count],
+                    "text": sample["text"][firsts],
+                    "first_caption": list(range(count)),
+                },
+            )
     for spec in config.zero_shot:
         results[spec.name] = zero_shot_metrics(encoders, spec)
-        print(f"[evaluate] {spec.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[spec.name].items()))
+        line = ", ".join(f"{k} {v:.3f}" for k, v in results[spec.name].items())
+        print(f"[evaluate] {spec.name}: {line}", flush=True)
+    encoders.decoders.shutdown()
+    return results, heatmap
+
+
+def write_report(results: dict, heatmap: tuple | None, config, model_uri: str, ctx: StageContext) -> int:
+    """table.md/.html and the plots into the artifact and the MLflow run; returns the images scored."""
+    from pipelines.evaluate.report import heatmap_png, recall_bars_png, tables
+
     model_path = Path(model_uri.rstrip("/"))
     title = model_path.parent.name if model_path.name == "export" else model_path.name  # the stage key
     markdown, html = tables(results, title=title)
@@ -170,5 +202,4 @@ def evaluate_all(config, model_uri: str, encoder_uri: str, shards_uri: str | Non
             ctx.artifact.write_bytes_atomic(file_name, png)
             (Path(folder) / file_name).write_bytes(png)
             ctx.log_file(str(Path(folder) / file_name))
-    num_images = int(sum(r.get("images", 0) for r in results.values()))
-    return results, num_images
+    return int(sum(r.get("images", 0) for r in results.values()))

@@ -16,7 +16,20 @@ import time
 from ops.manifest import StageCounts
 from ops.stage import StageContext, StageOutcome, StageSpec
 from pipelines.evaluate.config import EvaluateConfig, evaluate_inputs
-from pipelines.evaluate.run import evaluate_all
+from pipelines.evaluate.run import score_sets, write_report
+
+
+def scored_remotely(config: EvaluateConfig, model: str, encoder: str, shards_uri: str | None):
+    """score_sets as a Ray task holding the stage's CPUs (decode threads) and, with use_gpu, a GPU: the
+    driver (a CPU head node, often) never loads a model. Without Ray (the evaluate CLI), in-process."""
+    import ray
+
+    if not ray.is_initialized():
+        return (*score_sets(config, model, encoder, shards_uri), "in-process")
+    task = ray.remote(score_sets).options(
+        num_cpus=config.num_cpus, num_gpus=1 if config.use_gpu else 0, max_retries=0
+    )
+    return (*ray.get(task.remote(config, model, encoder, shards_uri)), "ray task")
 
 
 def score(
@@ -25,14 +38,17 @@ def score(
     """Evaluate an export folder with a text encoder into ctx.artifact (metrics.json, tables, plots): what
     the stage and the evaluate CLI both run."""
     started = time.perf_counter()
-    results, num_images = evaluate_all(config, model, encoder, shards_uri, ctx)
+    results, heatmap, scored_in = scored_remotely(config, model, encoder, shards_uri)
+    num_images = write_report(results, heatmap, config, model, ctx)
     flat = {
         f"{name}_{metric}": value for name, metrics in results.items() for metric, value in metrics.items()
     }
     flat["evaluate_s"] = time.perf_counter() - started
     ctx.artifact.write_json_atomic("metrics.json", results)
     counts = StageCounts(num_in=num_images, num_out=num_images, num_rejected=0)
-    return StageOutcome(counts=counts, metrics=flat, details={"model": model, "encoder": encoder})
+    return StageOutcome(
+        counts=counts, metrics=flat, details={"model": model, "encoder": encoder, "scored_in": scored_in}
+    )
 
 
 def run_evaluate(config: EvaluateConfig, ctx: StageContext) -> StageOutcome:

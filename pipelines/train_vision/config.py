@@ -45,6 +45,8 @@ class TrainVisionConfig:
     # [0, ln 100] after every step.
     logit_scale_init: float = 2.6592
     train_crop_scale: tuple[float, float] = (0.9, 1.0)  # random-resized-crop area range
+    # Samples shuffled together: each worker's spans are read in blocks of this many, each block drawn in
+    # a seeded order (a resume re-reads one block, so keep it near a shard's size)
     shuffle_buffer: int = 1000  # samples
     # Processes per worker that decode and augment images ahead of the step (0: the training process does
     # it between steps). Not part of the key: every batch is a function of its seed, wherever it is made.

@@ -4,16 +4,17 @@ worker, deterministic so that a checkpoint can name the data position.
 The training samples are dealt to workers as contiguous ranges of equal size: in sorted shard order,
 worker r of W takes training samples [r N / W, (r + 1) N / W) of the N in all, so every worker gets data
 however few shards there are, and reads only the shards its range touches (a span of each). Each epoch a
-worker reads its spans in a seeded order through a seeded shuffle buffer. The position (epoch, batches
-taken in it) restores exactly: a resumed run sees the same next batch as an uninterrupted one. No Ray
-here, so the loop also runs in one process.
+worker reads its spans in a seeded order, in blocks of shuffle_buffer samples each drawn in a seeded order
+(epoch_stream.py). The position (epoch, batches taken in it, the stream's snapshot) restores exactly, by
+seeking: a resumed run reads its block again (about a shard), not the epoch so far, and sees the same next
+batch as an uninterrupted one. No Ray here, so the
+loop also runs in one process.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import random
 from collections.abc import Iterator
 
 import fsspec
@@ -23,6 +24,7 @@ import torch
 from ops.embedding_sidecar import field_matrix
 from ops.webdataset_io import iter_samples, shard_id_of
 from pipelines.train_vision.decode import collate, decode_ahead
+from pipelines.train_vision.epoch_stream import EpochStream
 from pipelines.train_vision.records import BatchDraw, DataPosition, JoinedSample, LoaderSettings
 from pipelines.train_vision.sample_plan import shard_splits
 
@@ -112,22 +114,6 @@ def span_samples(
         index += 1
 
 
-def _epoch_samples(
-    spans: list[ShardSpan], sidecars: dict[str, str], settings: LoaderSettings, rank: int, epoch: int
-) -> Iterator[JoinedSample]:
-    rng = random.Random(f"{settings.seed}/{epoch}/{rank}")
-    order = list(spans)
-    rng.shuffle(order)
-    buffer: list[JoinedSample] = []
-    for span in order:
-        for sample in span_samples(span, sidecars, settings):
-            buffer.append(sample)
-            if len(buffer) >= settings.shuffle_buffer:
-                yield buffer.pop(rng.randrange(len(buffer)))
-    rng.shuffle(buffer)
-    yield from buffer
-
-
 def training_batches(
     tar_paths: list[str],
     sidecars: dict[str, str],
@@ -138,18 +124,20 @@ def training_batches(
     training_counts: dict[str, int] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless (pixel_values, llm_embeddings) batches from `position` on; `position` is updated in place
-    as batches are handed out. Skipped batches are read but not decoded. `training_counts` (training
-    samples per shard) deals the samples to workers; one worker (world 1) takes every shard whole. With
-    settings.decode_processes > 0 the images are decoded and augmented in that many processes, ahead of
-    the step; every batch is a function of its seed alone, so the batches are the same either way. An
-    image that does not decode is replaced by a spare (BatchDraw) and recorded in position.undecodable."""
+        as batches are handed out (a position with a stream snapshot is sought, one without one is read from
+    its epoch's start, skipped batches not decoded). `training_counts` (training
+        samples per shard) deals the samples to workers; one worker (world 1) takes every shard whole. With
+        settings.decode_processes > 0 the images are decoded and augmented in that many processes, ahead of
+        the step; every batch is a function of its seed alone, so the batches are the same either way. An
+        image that does not decode is replaced by a spare (BatchDraw) and recorded in position.undecodable."""
     if training_counts is None:
         if world != 1:
             raise ValueError("training_counts are needed to deal samples to more than one worker")
         mine = [ShardSpan(p) for p in sorted(tar_paths)]
     else:
         mine = deal_training_samples(training_counts, world)[rank]
-    jobs = _batch_jobs(mine, sidecars, settings, rank, position)
+    snapshots: dict[tuple[int, int], tuple[dict, int]] = {}
+    jobs = _batch_jobs(mine, sidecars, settings, rank, position, snapshots)
     if settings.decode_processes > 0:
         decoded = decode_ahead(jobs, collate, settings, settings.decode_processes, settings.prefetch_batches)
     else:
@@ -157,6 +145,7 @@ def training_batches(
     found = {tuple(entry) for entry in position.undecodable}
     for epoch, index, (pixels, features, skipped) in decoded:
         position.epoch, position.batches_in_epoch = epoch, index + 1
+        position.stream, position.carried = snapshots.pop((epoch, index))
         if skipped and not found.issuperset(skipped):
             found.update(skipped)
             position.undecodable = sorted([shard, key] for shard, key in found)
@@ -175,19 +164,28 @@ def _batch_jobs(
     settings: LoaderSettings,
     rank: int,
     position: DataPosition,
+    snapshots: dict[tuple[int, int], tuple[dict, int]],
 ) -> Iterator[tuple[int, int, BatchDraw, str]]:
-    """(epoch, index in the epoch, samples with spares, seed) of every batch from `position` on, endlessly.
-    A batch's spares are the first samples of the next batch: whether one is needed is known only when the
-    images are decoded (ahead, maybe in another process), and batches must stay a function of the data."""
-    epoch, skip = position.epoch, position.batches_in_epoch
+    """(epoch, index in the epoch, samples with spares, seed) of every batch from `position` on, endlessly;
+    snapshots[(epoch, index)] is where the data stands once that batch is handed out. A batch's spares
+    are the first samples of the next batch: whether one is needed is known only when the images are
+    decoded (ahead, maybe in another process), and batches must stay a function of the data."""
+    epoch, index = position.epoch, position.batches_in_epoch
     size, num_spares = settings.batch_size, spare_samples(settings.batch_size)
+    resume = position.stream
     while True:
-        samples = _epoch_samples(mine, sidecars, settings, rank, epoch)
-        window = list(itertools.islice(samples, size + num_spares))
-        index = 0
+        stream = EpochStream(mine, sidecars, settings, rank, epoch)
+        if resume is not None:  # seek: the stream's state and the drawn samples, a few shards read
+            window = stream.restore(resume, position.carried)
+            skip, resume = 0, None
+        else:  # from the epoch's start (a fresh epoch, or a position saved without a stream)
+            window, skip, index = [], index, 0
+        samples = iter(stream)
+        window += list(itertools.islice(samples, size + num_spares - len(window)))
         # the last partial batch is dropped: every worker's step sees a full batch
         while len(window) >= size:
             if index >= skip:
+                snapshots[(epoch, index)] = (stream.snapshot(), len(window) - size)
                 yield (
                     epoch,
                     index,
@@ -198,4 +196,4 @@ def _batch_jobs(
             window = window[size:] + list(itertools.islice(samples, size))
         if index == 0:
             raise ValueError(f"worker {rank}: its shards hold fewer than one batch of {settings.batch_size}")
-        epoch, skip = epoch + 1, 0
+        epoch, index = epoch + 1, 0

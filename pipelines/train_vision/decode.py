@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from ops.errors import BadInputError
-from ops.image_transforms import ImageDecodeError, decode_rgb, train_transform
+from ops.image_transforms import ImageDecodeError, decode_rgb, train_crop
 from pipelines.train_vision.records import BatchDraw, JoinedSample, LoaderSettings
 
 
@@ -33,10 +33,11 @@ def _decoded_or_none(sample: JoinedSample) -> Image.Image | None:
 def collate(
     draw: BatchDraw, settings: LoaderSettings, seed: str
 ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, str]]]:
-    """Decode and transform the images; per sample, the dense or the original caption's features
-    (drawn with dense_ratio; an absent one falls back to the other). A sample whose image does not decode
-    gives its place to the next spare and is returned as (shard, key) among the skipped; a batch whose
-    spares run out fails, naming them (the data is broken, not one sample)."""
+    """Decode and crop the images (uint8: the step normalises them on its device); per sample, the dense
+    or the original caption's features (drawn with dense_ratio; an absent one falls back to the other).
+    A sample whose image does not decode gives its place to the next spare and is returned as (shard,
+    key) among the skipped; a batch whose spares run out fails, naming them (the data is broken, not one
+    sample)."""
     rng = random.Random(seed)
     spares = iter(draw.spares)
     pixels, features, skipped = [], [], []
@@ -51,7 +52,7 @@ def collate(
                     f"more than its {len(draw.spares)} spares: {skipped[:8]}; check these shards"
                 )
             image = _decoded_or_none(sample)
-        pixels.append(train_transform(image, settings.transform, rng))
+        pixels.append(train_crop(image, settings.transform, rng))
         use_dense = rng.random() < settings.dense_ratio
         vector = sample.dense if use_dense else sample.original
         if vector is None:

@@ -14,6 +14,7 @@ import torch
 from models.llm2clip import MAX_LOGIT_SCALE, LLM2CLIPModel
 from ops.clip_loss import clip_loss
 from ops.distributed import average_gradients, gather_with_grad, rank_and_world
+from ops.image_transforms import CLIP_MEAN, CLIP_STD, normalize_pixels
 from ops.master_weights import MasterWeights
 from ops.schedules import warmup_cosine_scheduler
 
@@ -28,6 +29,9 @@ class VisionLoopSettings:
     layer_decay: float = 1.0  # vision layer i of n trains at lr * layer_decay ** (n - i); 1.0 = off
     fused_adamw: bool = False  # torch's fused AdamW kernel (one launch for every parameter on GPU)
     bf16_weights: bool = False  # the model in bf16, the optimizer on fp32 master copies
+    # uint8 batches (the loader's) are normalised with these on the step's device
+    pixel_mean: tuple[float, float, float] = CLIP_MEAN
+    pixel_std: tuple[float, float, float] = CLIP_STD
 
 
 def to_training_precision(model: LLM2CLIPModel, settings: VisionLoopSettings) -> MasterWeights | None:
@@ -131,8 +135,11 @@ def train_steps(
         if drawn is None:
             break
         pixel_values, llm_embeddings = drawn
+        pixel_values = pixel_values.to(device, non_blocking=True)
+        if pixel_values.dtype == torch.uint8:
+            pixel_values = normalize_pixels(pixel_values, settings.pixel_mean, settings.pixel_std)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            loss = step_loss(model, pixel_values.to(device), llm_embeddings.to(device))
+            loss = step_loss(model, pixel_values, llm_embeddings.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if master:

@@ -35,6 +35,11 @@ class DataPosition:
     # [shard, key] of every undecodable image this worker has met: a checkpoint keeps them, so a resumed
     # run counts the ones met before it (the batches it skips to are not decoded again)
     undecodable: list[list[str]] = dataclasses.field(default_factory=list)
+    # The epoch's stream after the last batch handed out (epoch_stream.EpochStream.snapshot) and how many
+    # samples it had already drawn for the next batch: a resume seeks there (None: read from the
+    # epoch's start, skipping batches_in_epoch batches)
+    stream: dict | None = None
+    carried: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

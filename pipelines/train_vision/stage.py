@@ -116,8 +116,9 @@ STAGE = StageSpec(
     # Hub way (auto_map + modeling file, a complete CLIPImageProcessor file), held-out resize as CLIP's;
     # 4: logit scale from the pretrained checkpoint and clamped in place, random resized crop with aspect,
     # samples without caption features never dealt, undecodable images replaced by spares, the held-out
-    # set chosen by hash (num_eval_samples) and left out of training
-    code_version="4",
+    # set chosen by hash (num_eval_samples) and left out of training; 5: shuffled in blocks of
+    # shuffle_buffer samples (a resume seeks to its block), batches travel as uint8
+    code_version="5",
     config_cls=TrainVisionConfig,
     inputs=("download", "embed", "tiny_models"),
     run=run_train_vision,

@@ -63,7 +63,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             gradient_checkpointing_kwargs={"use_reentrant": False}
         )
     model.to(device)
-    loop = settings_from(VisionLoopSettings, config)
+    loop = settings_from(VisionLoopSettings, config, pixel_mean=transform.mean, pixel_std=transform.std)
     master = to_training_precision(model, loop)
     if config.compile:  # in place: parameter names, checkpoints and the export stay as they are
         model.compile()
@@ -79,7 +79,10 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             if rank == 0:  # the undecodable images met so far stay counted
                 met = {tuple(e) for p in state["positions"] for e in p.get("undecodable", [])}
                 position.undecodable = [list(e) for e in sorted(met)]
-        print(f"[train_vision] rank {rank}: resumed from step {start_step} at {position}")
+        print(
+            f"[train_vision] rank {rank}: resumed from step {start_step} at epoch {position.epoch}, "
+            f"batch {position.batches_in_epoch}" + (" (sought)" if position.stream else "")
+        )
 
     loader = settings_from(
         LoaderSettings,
@@ -160,6 +163,11 @@ def write_undecodable(artifact: ArtifactDir, entries: list[tuple[str, str]]) -> 
     artifact.write_parquet_atomic(UNDECODABLE_FILE, pa.table(rows, schema=REJECTED_SCHEMA))
 
 
+def cpus_per_worker(config: TrainVisionConfig) -> float:
+    """The training process and its decode processes: Ray places a worker only where all their cores are."""
+    return 1.0 + config.decode_processes
+
+
 def run_training(
     config: TrainVisionConfig,
     vision_model: str,
@@ -171,7 +179,7 @@ def run_training(
 ) -> dict[str, float]:
     """TorchTrainer; its storage under the artifact lets a rerun resume from the last checkpoint."""
     job = VisionJob(config, vision_model, llm_dim, tar_paths, sidecars, samples, run_links(ctx))
-    result, elapsed = fit_in_artifact(train_worker, job, config, ctx)
+    result, elapsed = fit_in_artifact(train_worker, job, config, ctx, cpus_per_worker=cpus_per_worker(config))
     start_step = int(result.metrics.get("start_step", 0))
     images = (config.max_steps - start_step) * config.batch_size_per_worker * config.num_workers
     final = ctx.artifact.read_json("eval.json")

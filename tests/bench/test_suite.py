@@ -10,6 +10,7 @@ import sys
 from mlflow.tracking import MlflowClient
 
 from bench import run_all
+from bench.scale_data import SAMPLES_PER_SHARD
 from bench.suite_table import markdown_table, text_table
 from bench.summary import suite_rows
 
@@ -198,3 +199,21 @@ def test_download_fit_rows_are_against_the_local_ceiling():
     assert rows["download stage, 1 proc, per image (fit over 256/1024/4096)"].ratio == 0.8
     assert rows["download stage, fixed cost (fit)"].figure == 5.5
     assert rows["download stage, 1 proc"].ratio == 0.04
+
+
+def test_the_scale_bench_runs_its_pieces_in_their_own_processes(tmp_path):
+    """At 2,000 and 4,000 samples: each piece runs on this checkout and reports, a resume reads about two
+    shards (the current one and the shuffle buffer's), and the suite row is the peak RSS at the larger
+    size against the smaller."""
+    out = tmp_path / "scale.json"
+    pieces = ["url_screen", "vision_resume"]
+    command = [sys.executable, "-m", "bench.scale", "--sizes", "2000", "4000", "--pieces", *pieces]
+    subprocess.run([*command, "--work", str(tmp_path / "work"), "--json", str(out)], check=True, timeout=300)
+    result = json.loads(out.read_text())
+    assert {(r["piece"], r["size"]) for r in result["rows"]} == {(p, s) for p in pieces for s in (2000, 4000)}
+    assert not [r for r in result["rows"] if "error" in r]
+    resume = [r for r in result["rows"] if r["piece"] == "vision_resume"]
+    assert all(r["api"] == "seek" and r["resume_samples_read"] <= 2 * SAMPLES_PER_SHARD for r in resume)
+    rows = suite_rows({"data_scale": result})
+    assert [r.name for r in rows] == [f"{p} peak RSS at 4,000" for p in pieces]
+    assert all(r.unit == "MiB" and 0.5 < r.ratio < 2 for r in rows)

@@ -33,6 +33,7 @@ UNKEYED = {
         "max_failures": 5,
         "placement_strategy": "SPREAD",
     },
+    "evaluate": {"num_cpus": 8},
 }
 # A field per stage that decides its output, as a check that the keys can change at all.
 KEYED = {
@@ -41,6 +42,7 @@ KEYED = {
     "finetune_text": ("num_workers", 3),
     "embed": ("batch_size", 5),
     "train_vision": ("num_workers", 3),
+    "evaluate": ("heatmap_samples", 5),
 }
 SPECS = {spec.name: spec for spec in CHAIN}
 

@@ -23,6 +23,8 @@ def _complete(root: Path, stage: str) -> Path:
 
 def test_demo_evaluation_scores_both_caption_lengths_and_reports(demo_root, demo_tracking_uri):
     folder = _complete(demo_root, "evaluate")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["details"]["scored_in"] == "ray task"  # not the driver: it needs no GPU
     results = json.loads((folder / "metrics.json").read_text())
     assert set(results) == {"scenes_short", "scenes_long"}
     for metrics in results.values():

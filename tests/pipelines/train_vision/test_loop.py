@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ops.image_transforms import normalize_pixels
 from ops.webdataset_io import shard_id_of
 from pipelines.train_vision.config import TrainVisionConfig
 from pipelines.train_vision.data import (
@@ -66,7 +67,8 @@ def test_loader_resumes_at_a_data_position_and_refuses_a_foreign_sidecar(demo_da
     position = DataPosition()
     stream = training_batches(shards, sidecars, _loader(transform), 0, 1, position)
     first = [next(stream) for _ in range(8)]  # 48 train samples / 8: 6 per epoch, so this crosses one
-    assert position == DataPosition(epoch=1, batches_in_epoch=2)
+    assert (position.epoch, position.batches_in_epoch) == (1, 2) and position.stream is not None
+    # a position without the stream's snapshot: read from the epoch's start, five batches skipped
     resumed = training_batches(
         shards, sidecars, _loader(transform), 0, 1, DataPosition(epoch=0, batches_in_epoch=5)
     )
@@ -205,6 +207,7 @@ def test_gathered_loss_on_two_processes_equals_the_single_process_loss(demo_data
     factory = _ModelFactory(vision, llm_dim)
     _, transform = build_model(SMALL, vision, llm_dim)
     pixels, features = next(training_batches(shards, sidecars, _loader(transform, 16), 0, 1, DataPosition()))
+    pixels = normalize_pixels(pixels, transform.mean, transform.std)  # as train_steps does on its device
     inputs = {"model_factory": factory, "pixels": pixels, "features": features}
     mp.spawn(_gathered_worker, args=(2, str(tmp_path / "store"), inputs, str(tmp_path / "out.pt")), nprocs=2)
     gathered = torch.load(tmp_path / "out.pt", weights_only=True)

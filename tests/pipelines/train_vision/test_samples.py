@@ -138,6 +138,7 @@ def test_undecodable_images_give_their_place_to_spares_and_a_resume_stays_exact(
     batches = [next(stream) for _ in range(40)]  # 115 training samples: 14 batches an epoch, ~3 epochs
     for pixels, features in batches:
         assert pixels.shape == (8, 3, 16, 16)  # every batch full
+        assert str(pixels.dtype) == "torch.uint8"  # a quarter of float32: the step normalises on its device
         ids = features[:, 0].int().tolist()
         assert len(set(ids)) == 8  # a spare comes from the next batch, never from its own
         assert not {f"{i // PER_SHARD:05d}{i % PER_SHARD:04d}" for i in ids} & (UNDECODABLE | NO_CAPTION)
@@ -155,3 +156,44 @@ def test_undecodable_images_give_their_place_to_spares_and_a_resume_stays_exact(
         got_pixels, got_features = next(resumed)
         assert np.array_equal(got_pixels, pixels) and np.array_equal(got_features, features)
     assert resumed_at == position
+
+
+def test_a_resume_seeks_to_its_position_instead_of_reading_the_epoch_again(dataset, monkeypatch):
+    import json
+
+    from pipelines.train_vision import data
+
+    shards, sidecars = dataset
+    read = []
+    original = data.span_samples
+
+    def counted(span, sidecars, settings):
+        for sample in original(span, sidecars, settings):
+            read.append(sample.key)
+            yield sample
+
+    monkeypatch.setattr(data, "span_samples", counted)
+    checkpoint = DataPosition()
+    first = training_batches(shards, sidecars, _settings(), 0, 1, checkpoint)
+    batches = [next(first) for _ in range(13)]  # near the end of epoch 0: most of its samples read
+    saved = json.loads(json.dumps(dataclasses.asdict(checkpoint)))  # what a checkpoint keeps
+    following = [next(first) for _ in range(3)]
+
+    def first_batch_reads(position: DataPosition) -> tuple[int, list]:
+        read.clear()
+        stream = training_batches(shards, sidecars, _settings(), 0, 1, position)
+        got = [next(stream)]
+        reads = len(read)  # before the first batch: what the seek cost
+        return reads, got + [next(stream) for _ in range(2)]
+
+    sought, got = first_batch_reads(DataPosition(**saved))
+    for (pixels, features), (got_pixels, got_features) in zip(following, got):
+        assert np.array_equal(got_pixels, pixels) and np.array_equal(got_features, features)
+    through, _ = first_batch_reads(
+        DataPosition(epoch=saved["epoch"], batches_in_epoch=saved["batches_in_epoch"])
+    )
+    assert through >= 14 * 8  # without the snapshot: the epoch's samples so far, read again
+    # with it: the current shard and the older ones' samples still in the 16-sample buffer
+    assert sought <= 3 * PER_SHARD and sought < through / 2, (sought, through)
+    print(f"reads before the first batch: sought {sought}, read through {through}")
+    assert len(batches) == 13
