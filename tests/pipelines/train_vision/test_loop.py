@@ -100,7 +100,7 @@ def test_decode_processes_hand_out_the_same_batches_and_positions(demo_data):
             assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
             assert there == here
         in_processes.close()  # stops the processes
-    assert here == DataPosition(epoch=1, batches_in_epoch=6)
+    assert (here.epoch, here.batches_in_epoch) == (1, 6)
 
 
 def test_samples_are_dealt_in_equal_ranges_so_every_worker_gets_data():
