@@ -66,8 +66,9 @@ def run_piece(piece: str, work: Path, size: int, checkout: Path) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| piece | code | API | samples | wall s | us/sample | peak RSS MiB | RSS x vs 10^4 | notes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| piece | code | API | samples | wall s | us/sample | peak RSS MiB | RSS x vs smallest "
+        "| Arrow peak MiB | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     smallest = {}
     for row in rows:
@@ -86,7 +87,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {row['piece']} | {row['code']} | {row['api']} | {row['size']:,} | {row['wall_s']:.2f} | "
             f"{1e6 * row['wall_s'] / row['size']:.1f} | {row['peak_rss_mib']:.0f} | "
-            f"{row['peak_rss_mib'] / smallest[key]:.2f} | {notes} |"
+            f"{row['peak_rss_mib'] / smallest[key]:.2f} | {row.get('arrow_peak_mib', 0):.0f} | {notes} |"
         )
     return "\n".join(lines)
 

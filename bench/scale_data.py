@@ -52,7 +52,8 @@ def url_table(work: Path, size: int) -> Path:
         repeats = index[index % 100 == 13]
         urls[repeats] = urls[np.maximum(repeats - 50, 0)]
         captions = [f"a photo of item {i}" for i in range(size)]
-        pq.write_table(pa.table({"url": pa.array(urls, pa.string()), "caption": captions}), path)
+        table = pa.table({"url": pa.array(urls, pa.string()), "caption": captions})
+        pq.write_table(table, path, row_group_size=65536)  # as writers of large tables do
     return path
 
 

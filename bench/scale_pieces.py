@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow as pa
+
 WORKER_STEPS, WORKER_BATCH = 200, 64  # finetune_text: the steps a worker runs, whatever the pair count
 VISION_BATCH, VISION_BUFFER, VISION_BATCHES = 64, 1000, 100
 
@@ -177,12 +179,21 @@ PIECES = {
 }
 
 
+def _vm_hwm_kib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return float(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # not Linux: the best there is
+
+
 def main() -> None:
     piece, work, size = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     began = time.perf_counter()
     result = PIECES[piece](work, size)
     wall = time.perf_counter() - began
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: the latter survives exec, so a child would report its parent's peak
+    peak_mib = _vm_hwm_kib() / 1024
+    arrow_mib = pa.default_memory_pool().max_memory() / 2**20
     print(
         json.dumps(
             {
@@ -190,6 +201,7 @@ def main() -> None:
                 "size": size,
                 "wall_s": round(wall, 3),
                 "peak_rss_mib": round(peak_mib, 1),
+                "arrow_peak_mib": round(arrow_mib, 1),  # Arrow's own allocations: the tables held
                 **result,
             }
         )

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from ops.errors import BadInputError
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl")
-BATCH_ROWS = 1_000_000  # rows read, screened and written at a time
+BATCH_ROWS = 65_536  # rows read, screened and written at a time
 # An http(s) url with a host (a name, or an IPv6 literal in brackets), as urllib.parse.urlsplit would
 # find one; RE2 syntax, for pyarrow compute.
 HTTP_URL = r"^(?i:https?)://(?:[^/?#@]*@)?(?:\[[0-9A-Fa-f:.]+\]|[^/?#:@\[\]\s]+)(?::[0-9]*)?(?:[/?#]|$)"

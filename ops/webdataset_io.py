@@ -77,7 +77,7 @@ def iter_samples(
                 except ValueError as err:
                     message = f"{tar_path}: member {member.name}: not valid JSON ({err})"
                     raise ShardReadError(message) from None
-            _check_end_of_archive(fs, tar_path, tar)
+            check_end_of_archive(fs, tar_path, tar)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         raise ShardReadError(
             f"{tar_path}: truncated or corrupt tar after {len(seen)} samples ({type(err).__name__}: {err}); "
@@ -87,7 +87,7 @@ def iter_samples(
         yield done
 
 
-def _check_end_of_archive(fs: fsspec.AbstractFileSystem, tar_path: str, tar: tarfile.TarFile) -> None:
+def check_end_of_archive(fs: fsspec.AbstractFileSystem, tar_path: str, tar: tarfile.TarFile) -> None:
     """A cut that lands between members reads as a clean end; a whole tar ends in two zero blocks."""
     if (
         getattr(tar.fileobj, "comptype", "tar") == "tar"
@@ -102,7 +102,7 @@ def count_samples(fs: fsspec.AbstractFileSystem, tar_path: str, image_ext: str =
     try:
         with fs.open(tar_path, "rb") as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
             count = sum(1 for m in tar if m.name.endswith("." + image_ext))
-            _check_end_of_archive(fs, tar_path, tar)
+            check_end_of_archive(fs, tar_path, tar)
             return count
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         raise ShardReadError(f"{tar_path}: truncated or corrupt tar ({type(err).__name__}: {err})") from None

@@ -99,9 +99,14 @@ class DownloadConfig:
     # Several url tables downloaded as one dataset, in this order (instead of url_list); each sample's
     # json says which it came from. extra_columns must then exist in every source.
     sources: tuple[UrlSource, ...] = ()
+    # Existing webdataset tars (a folder, a glob or one file; path or fsspec URI) ingested instead of
+    # downloading: validated, re-sharded to samples_per_shard, resized only if resize_mode is not "no"
+    # (pipelines/download/ingest.py). extra_columns then names json / parquet fields to keep.
+    shards: str = ""
 
     def __post_init__(self):
-        check(not (self.sources and self.url_list), "sources", "either sources or url_list, not both", "both")
+        given = [name for name in ("url_list", "sources", "shards") if getattr(self, name)]
+        check(len(given) <= 1, given[-1] if given else "url_list", "one of url_list, sources, shards", given)
         names = [source.name for source in self.sources]
         check(len(names) == len(set(names)), "sources", "distinct source names", names)
         if self.sources:
@@ -139,4 +144,4 @@ class DownloadConfig:
 
 
 def download_inputs(config: DownloadConfig) -> tuple[str, ...]:
-    return () if config.url_list or config.sources else ("scenes",)
+    return () if config.url_list or config.sources or config.shards else ("scenes",)

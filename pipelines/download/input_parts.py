@@ -27,37 +27,32 @@ def write_input_parts(
     artifact: ArtifactDir, batches: Iterable[pa.Table], url_col: str, samples_per_shard: int
 ) -> Screened:
     """input/part-*.parquet (rows kept) and screened_out.parquet (rows rejected, with reasons), both
-    replaced whole: an earlier run's parts go first."""
+    replaced whole: an earlier run's parts go first. Each batch is written as it comes (memory holds one
+    batch, whatever the part size)."""
     if artifact.exists(INPUT_DIR):
         artifact.fs.rm(artifact.child_path(INPUT_DIR), recursive=True)
     rows_per_part = samples_per_shard * max(1, PART_ROWS // samples_per_shard)
     screen = UrlScreen(url_col)
-    pending: list[pa.Table] = []
-    pending_rows = parts = kept = 0
+    kept = 0
     with contextlib.ExitStack() as stack:
-        rejected_writer = None
+        rejected_writer = part = None
+        open_part = stack.enter_context(contextlib.ExitStack())  # the part being written, if any
+        parts = part_rows = 0
         for batch in batches:
             good, bad = screen.screen(batch)
             if rejected_writer is None:
                 rejected_writer = stack.enter_context(artifact.parquet_writer(SCREENED_OUT, bad.schema))
             rejected_writer.write_table(bad)
-            pending.append(good)
-            pending_rows += good.num_rows
             kept += good.num_rows
-            while pending_rows >= rows_per_part:
-                pending, pending_rows = (
-                    _write_part(artifact, pending, rows_per_part, parts),
-                    pending_rows - rows_per_part,
-                )
-                parts += 1
-        if pending_rows:
-            _write_part(artifact, pending, pending_rows, parts)
+            while good.num_rows:
+                if part is None:
+                    name = f"{INPUT_DIR}/part-{parts:05d}.parquet"
+                    part = open_part.enter_context(artifact.parquet_writer(name, good.schema))
+                taken = good.slice(0, rows_per_part - part_rows)
+                part.write_table(taken)
+                part_rows += taken.num_rows
+                good = good.slice(taken.num_rows)
+                if part_rows == rows_per_part:  # a whole number of shards: the part is published
+                    open_part.close()
+                    part, part_rows, parts = None, 0, parts + 1
     return Screened(num_rows=screen.rows, num_kept=kept)
-
-
-def _write_part(artifact: ArtifactDir, pending: list[pa.Table], rows: int, index: int) -> list[pa.Table]:
-    """Writes the first rows of pending as part `index`; returns what is left."""
-    table = pa.concat_tables(pending)
-    artifact.write_parquet_atomic(f"{INPUT_DIR}/part-{index:05d}.parquet", table.slice(0, rows))
-    rest = table.slice(rows)
-    return [rest] if rest.num_rows else []

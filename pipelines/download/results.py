@@ -103,6 +103,54 @@ def _write_rejected(
     return dict(by_reason)
 
 
+def summarize_ingest(artifact: ArtifactDir, elapsed_s: float, ctx: StageContext) -> StageOutcome:
+    """An ingest's counts from its shards' stats and rejected parts (per sample; member rejections, such
+    as unknown extensions of kept samples, are counted apart), rejected.parquet and
+    rejected_members.parquet streamed from the parts."""
+    from pipelines.download.ingest import REJECTED_PARTS, rejected_table
+
+    stats = shard_stats(artifact)
+    parts = [n for n in artifact.list(REJECTED_PARTS) if n.endswith(".parquet")]
+    by_reason: Counter[str] = Counter()
+    by_member_reason: Counter[str] = Counter()
+    schema = rejected_table([]).schema
+    tail_rows = 0
+    with (
+        artifact.parquet_writer(REJECTED, schema) as samples,
+        artifact.parquet_writer("rejected_members.parquet", schema) as members,
+    ):
+        for name in parts:
+            with artifact.open(f"{REJECTED_PARTS}/{name}") as handle:
+                table = pq.read_table(handle).cast(schema)
+            is_members = name.endswith("_members.parquet")
+            if name == "tail.parquet":
+                tail_rows = table.num_rows
+            (by_member_reason if is_members else by_reason).update(table["reason"].to_pylist())
+            (members if is_members else samples).write_table(table)
+    successes = sum(s["successes"] for s in stats.values())
+    num_rejected = sum(by_reason.values())
+    met = sum(s["count"] for s in stats.values()) + tail_rows
+    if met != successes + num_rejected:
+        raise RuntimeError(
+            f"download: the shards met {met} samples but hold {successes} and rejected {num_rejected}"
+        )
+    counts = StageCounts(
+        num_in=successes + num_rejected,
+        num_out=successes,
+        num_rejected=num_rejected,
+        rejected_by_reason=dict(by_reason),
+    )
+    metrics = {
+        "num_shards": float(len(stats)),
+        "images_per_s": successes / max(elapsed_s, 1e-9),
+        **{f"rejected_members_{r}": float(n) for r, n in by_member_reason.items()},
+    }
+    for shard, s in sorted(stats.items()):
+        ctx.log_metrics({"shard_duration_s": s["duration"]}, shard)
+    details = {"ingested_from": "shards", "rejected_members_by_reason": dict(by_member_reason)}
+    return StageOutcome(counts=counts, metrics=metrics, details=details)
+
+
 def rejection_reason(status: str, error_message: str | None) -> str:
     """img2dataset's status, with publisher opt-outs told apart from dead links."""
     if error_message and "X-Robots-Tag" in error_message:

@@ -1,4 +1,5 @@
-"""Download stage: a url+caption table into webdataset shards with img2dataset.
+"""Download stage: a url+caption table into webdataset shards with img2dataset, or (download.shards) a
+user's existing webdataset tars ingested into the same layout (ingest.py).
 
 Output layout:
   input/part-{n:05d}.parquet      the table img2dataset reads (validated, screened, subset, url/caption/extra
@@ -33,13 +34,36 @@ from pipelines.download.config import (
     download_inputs,
 )
 from pipelines.download.input_parts import write_input_parts
-from pipelines.download.results import discard_partial_stats, shard_stats, summarize_download
+from pipelines.download.results import (
+    discard_partial_stats,
+    shard_stats,
+    summarize_download,
+    summarize_ingest,
+)
 from pipelines.download.url_tables import scenes_url_table, sources_url_batches
+
+
+def run_ingest(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
+    """download.shards: the user's tars validated and re-sharded (ingest.py), in a Ray task holding
+    processes_count CPUs (its checking threads) when Ray is up, else in this process."""
+    import ray
+
+    from pipelines.download.ingest_run import ingest
+
+    started = time.perf_counter()
+    if ray.is_initialized():
+        task = ray.remote(ingest).options(num_cpus=config.processes_count, max_retries=0)
+        ray.get(task.remote(config, ctx.artifact.uri))
+    else:
+        ingest(config, ctx.artifact.uri)
+    return summarize_ingest(ctx.artifact, time.perf_counter() - started, ctx)
 
 
 def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
     # albumentations (an img2dataset dependency) checks for updates over the network on import.
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    if config.shards:
+        return run_ingest(config, ctx)
     # Imported here: img2dataset pulls in heavy dependencies.
     import sys
 
