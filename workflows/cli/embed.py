@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workflows/cli/embed.py",
         description="Embed every caption of a webdataset shard folder with a frozen text encoder (Ray Data).",
-        epilog="Settings are the recipe's embed section (pipelines/embed/stage.py: EmbedConfig), e.g. "
+        epilog="Settings are the recipe's embed section (pipelines/embed/config.py: EmbedConfig), e.g. "
         "--set caption_fields='[original, dense]' --set dtype=float32 --set num_actors=4 --set use_gpu=true.",
     )
     parser.add_argument("--shards", required=True, help="folder (path or fsspec URI) of {shard}.tar files")

@@ -5,7 +5,7 @@
         --set 'benchmarks=[{name: coco, format: karpathy, annotations: data/coco/dataset_coco.json,
                             images: data/coco/images}]'
 
-Settings are a recipe's evaluate section (--config) and --set overrides (pipelines/evaluate/stage.py:
+Settings are a recipe's evaluate section (--config) and --set overrides (pipelines/evaluate/config.py:
 EvaluateConfig, BenchmarkSpec, ZeroShotSpec). The output folder gets metrics.json, table.md/.html,
 recall_bars.png, heatmap_<set>.png and a manifest.
 """

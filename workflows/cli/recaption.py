@@ -23,8 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workflows/cli/recaption.py",
         description="Dense-caption every image of a webdataset shard folder with a VLM (vLLM via Ray Data).",
-        epilog="Settings are the recipe's recaption section (pipelines/recaption/stage.py: RecaptionConfig), "
-        "e.g. --set prompt_id=short --set max_tokens=128 --set device=gpu --set tensor_parallel_size=2.",
+        epilog="Settings are the recipe's recaption section (pipelines/recaption/config.py: "
+        "RecaptionConfig), e.g. --set prompt_id=short --set max_tokens=128 --set device=gpu "
+        "--set tensor_parallel_size=2.",
     )
     parser.add_argument(
         "--shards", required=True, help="folder (path or fsspec URI) of {shard}.tar webdataset files"

@@ -184,3 +184,30 @@ def test_no_tar_under_the_path_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInputError, match=r"names no \.tar file"):
         run_download(_config(tmp_path / "empty"), StageContext(ArtifactDir(str(tmp_path / "dl")), {}))
+
+
+def test_later_stages_read_the_ingested_layout(ingested):
+    """embed's caption reading (the status table, no tar bytes) and finetune_text's pair source see the
+    ingested samples as they see a download's."""
+    from pipelines.embed.config import EmbedConfig
+    from pipelines.embed.embedder import status_table_captions
+    from pipelines.finetune_text.config import FinetuneTextConfig
+    from pipelines.finetune_text.pairs import image_captions
+
+    _, _, artifact, outcome = ingested
+    tars = sorted((Path(artifact.path) / "shards").glob("*.tar"))
+    captions = 0
+    for tar in tars:
+        keys, fields = status_table_captions(
+            artifact.fs, str(tar), EmbedConfig(caption_fields=("original",)), None
+        )
+        in_tar = list(iter_samples(artifact.fs, str(tar)))
+        assert keys == [s["key"] for s in in_tar]
+        assert fields["original"] == [s.get("txt", b"").decode() or None for s in in_tar]
+        captions += len(keys)
+    assert captions == outcome.counts.num_out
+    config = FinetuneTextConfig(dense_caption_column="dense_caption")
+    images = [row for table in image_captions(artifact, None, config) for row in table.to_pylist()]
+    assert len(images) == outcome.counts.num_out
+    dense = [row for row in images if row["dense"] is not None]
+    assert len(dense) == 20 and all(row["original"].startswith("parquet caption") for row in dense)
