@@ -64,21 +64,32 @@ def run_piece(piece: str, work: Path, size: int, checkout: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+FIXED_WORK = ("pairs_worker", "vision_loader", "vision_resume", "vision_resume_read_through")
+
+
 def table(rows: list[dict]) -> str:
+    """Per piece, code and size. Marginal us/sample: the time the extra samples took over the next
+    smaller size (start-up, the same at every size, drops out); pieces of a fixed amount of work (a
+    worker's steps, a resume) have none: their wall time itself should stay flat."""
     lines = [
-        "| piece | code | API | samples | wall s | us/sample | peak RSS MiB | RSS x vs smallest "
+        "| piece | code | API | samples | wall s | marginal us/sample | peak RSS MiB | RSS x vs smallest "
         "| Arrow peak MiB | notes |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    smallest = {}
+    smallest: dict = {}
+    previous: dict = {}
     for row in rows:
         if "error" in row:
-            lines.append(
-                f"| {row['piece']} | {row['code']} | - | {row['size']:,} | - | - | - | - | {row['error']} |"
-            )
+            cells = [row["piece"], row["code"], "-", f"{row['size']:,}", *["-"] * 5, row["error"]]
+            lines.append("| " + " | ".join(cells) + " |")
             continue
         key = (row["piece"], row["code"])
         smallest.setdefault(key, row["peak_rss_mib"])
+        marginal = "-"
+        if key in previous and row["piece"] not in FIXED_WORK:
+            size, wall = previous[key]
+            marginal = f"{1e6 * (row['wall_s'] - wall) / (row['size'] - size):.1f}"
+        previous[key] = (row["size"], row["wall_s"])
         notes = ", ".join(
             f"{k} {v}"
             for k, v in row.items()
@@ -86,10 +97,14 @@ def table(rows: list[dict]) -> str:
         )
         lines.append(
             f"| {row['piece']} | {row['code']} | {row['api']} | {row['size']:,} | {row['wall_s']:.2f} | "
-            f"{1e6 * row['wall_s'] / row['size']:.1f} | {row['peak_rss_mib']:.0f} | "
-            f"{row['peak_rss_mib'] / smallest[key]:.2f} | {row.get('arrow_peak_mib', 0):.0f} | {notes} |"
+            f"{marginal} | {row['peak_rss_mib']:.0f} | {row['peak_rss_mib'] / smallest[key]:.2f} | "
+            f"{row.get('arrow_peak_mib', 0):.0f} | {notes} |"
         )
     return "\n".join(lines)
+
+
+def ordered(rows: list[dict]) -> list[dict]:
+    return sorted(rows, key=lambda r: (list(PIECES).index(r["piece"]), r["code"] != "before", r["size"]))
 
 
 def main() -> None:
@@ -100,7 +115,15 @@ def main() -> None:
     parser.add_argument("--pieces", nargs="+", default=list(PIECES), choices=list(PIECES))
     parser.add_argument("--work", default="", help="where the datasets go (default: a temp folder)")
     parser.add_argument("--json", default="", help="write the rows here too")
+    parser.add_argument("--table", nargs="+", default=[], help="only print the table of these JSON files")
     args = parser.parse_args()
+    if args.table:  # a later file's row replaces an earlier one's of the same piece, code and size
+        merged = {}
+        for path in args.table:
+            for row in json.loads(Path(path).read_text())["rows"]:
+                merged[(row["piece"], row["code"], row["size"])] = row
+        print(table(ordered(list(merged.values()))))
+        return
     work = Path(args.work or tempfile.mkdtemp(prefix="scale-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     checkouts = {"now": REPO}
@@ -122,7 +145,7 @@ def main() -> None:
                 row = {**run_piece(piece, work, size, checkout), "code": code}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    rows.sort(key=lambda r: (list(PIECES).index(r["piece"]), r["code"] != "before", r["size"]))
+    rows = ordered(rows)
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"bench": "data_scale", "rows": rows}, indent=1))

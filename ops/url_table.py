@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from ops.errors import BadInputError
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl")
-BATCH_ROWS = 65_536  # rows read, screened and written at a time
+BATCH_ROWS = 8192  # rows read, screened and written at a time
 # An http(s) url with a host (a name, or an IPv6 literal in brackets), as urllib.parse.urlsplit would
 # find one; RE2 syntax, for pyarrow compute.
 HTTP_URL = r"^(?i:https?)://(?:[^/?#@]*@)?(?:\[[0-9A-Fa-f:.]+\]|[^/?#:@\[\]\s]+)(?::[0-9]*)?(?:[/?#]|$)"
@@ -159,7 +159,9 @@ class UrlScreen:
 
     def __init__(self, url_col: str):
         self.url_col = url_col
-        self.seen = np.empty(0, dtype=np.uint64)  # sorted digests of the urls kept so far
+        # Digests of the urls kept so far, as sorted runs merged when a run is no larger than the one
+        # after it (a binary counter): adding n urls costs O(n log n) however the batches fall.
+        self.runs: list[np.ndarray] = []
         self.rows = 0  # rows screened so far: the next batch's first row number
 
     def screen(self, table: pa.Table) -> tuple[pa.Table, pa.Table]:
@@ -174,15 +176,9 @@ class UrlScreen:
             _, first = np.unique(digests[valid_rows], return_index=True)
             repeated = np.ones(len(valid_rows), dtype=bool)
             repeated[first] = False  # a url's first row in this batch keeps it...
-            position = np.searchsorted(self.seen, digests[valid_rows])
-            earlier = (
-                (position < len(self.seen))
-                & (self.seen[np.minimum(position, len(self.seen) - 1)] == digests[valid_rows])
-                if len(self.seen)
-                else np.zeros(len(valid_rows), dtype=bool)
-            )
+            earlier = self._seen_before(digests[valid_rows])
             duplicate[valid_rows] = repeated | earlier  # ...unless an earlier batch had it
-            self.seen = np.union1d(self.seen, digests[valid_rows])
+            self._remember(np.unique(digests[valid_rows]))
         keep = valid & ~duplicate
         rejected_rows = np.flatnonzero(~keep)
         texts = pc.take(urls, pa.array(rejected_rows, pa.int64())).to_pylist()
@@ -199,6 +195,19 @@ class UrlScreen:
         rejected = rejected.append_column("reason", pa.array(reasons, pa.string()))
         rejected = rejected.append_column("error_message", pa.array(messages, pa.string()))
         return table.filter(pa.array(keep)), rejected
+
+    def _seen_before(self, digests: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(digests), dtype=bool)
+        for run in self.runs:
+            position = np.minimum(np.searchsorted(run, digests), len(run) - 1)
+            found |= run[position] == digests
+        return found
+
+    def _remember(self, digests: np.ndarray) -> None:
+        self.runs.append(digests)
+        while len(self.runs) > 1 and len(self.runs[-2]) <= len(self.runs[-1]):
+            last = self.runs.pop()
+            self.runs[-1] = np.union1d(self.runs[-1], last)
 
 
 def screen_urls(table: pa.Table, url_col: str) -> tuple[pa.Table, pa.Table]:

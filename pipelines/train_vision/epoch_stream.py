@@ -34,22 +34,29 @@ class EpochStream:
         self.block_info: dict | None = None  # number, start, length of the block being drawn
         self.previous: dict | None = None  # the block before it (a batch may straddle the two)
         self.taken = 0  # samples of the block drawn
+        self._open = None  # ((span, samples of it read), its iterator): the span being read
 
     def _read(self, start: Position, count: int) -> tuple[list[JoinedSample], Position]:
-        """count samples from start (fewer at the epoch's end) and the position after them."""
+        """count samples from start (fewer at the epoch's end) and the position after them. The span being
+        read stays open between calls, so consecutive blocks read each sample once; a block that starts
+        elsewhere (a restore) reads its span from the beginning up to the start."""
         span, offset = start
         samples: list[JoinedSample] = []
         while len(samples) < count and span < len(self.order):
-            for index, sample in enumerate(
-                self._span_samples(self.order[span], self.sidecars, self.settings)
-            ):
-                if index < offset:
-                    continue
+            if self._open is None or self._open[0] != (span, offset):
+                iterator = iter(self._span_samples(self.order[span], self.sidecars, self.settings))
+                for _ in range(offset):
+                    next(iterator)
+            else:
+                iterator = self._open[1]
+            for sample in iterator:
                 samples.append(sample)
+                offset += 1
                 if len(samples) == count:
-                    return samples, (span, index + 1)
-            span, offset = span + 1, 0
-        return samples, (span, 0)
+                    self._open = ((span, offset), iterator)
+                    return samples, (span, offset)
+            span, offset, self._open = span + 1, 0, None
+        return samples, (span, offset)
 
     def _block(self, info: dict) -> list[JoinedSample]:
         samples, _ = self._read(tuple(info["start"]), info["length"])
