@@ -63,3 +63,21 @@ def iter_tar_samples(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[TarSa
         return
     if current is not None:
         yield current
+
+
+def iter_folder_samples(fs: fsspec.AbstractFileSystem, root: str, skip: int = 0) -> Iterator[TarSample]:
+    """A folder of files read as a tar would be: files grouped by their path below root up to the first
+    dot of the name (so photos/cat.jpg and photos/cat.txt are one sample, key photos/cat), in sorted
+    order, which keeps a key's files together. The first `skip` samples are listed, not read."""
+    root = root.rstrip("/")
+    files = sorted(p for p in fs.find(root) if not p.rsplit("/", 1)[-1].startswith("."))
+    groups: list[tuple[str, list[tuple[str, str]]]] = []
+    for path in files:
+        key, ext = _split(path[len(root) + 1 :])
+        if groups and groups[-1][0] == key and ext not in dict(groups[-1][1]):
+            groups[-1][1].append((ext, path))
+        else:
+            groups.append((key, [(ext, path)]))
+    for ordinal, (key, members) in enumerate(groups):
+        if ordinal >= skip:
+            yield TarSample(key, {ext: fs.cat_file(path) for ext, path in members}, ordinal)

@@ -103,10 +103,24 @@ class DownloadConfig:
     # downloading: validated, re-sharded to samples_per_shard, resized only if resize_mode is not "no"
     # (pipelines/download/ingest.py). extra_columns then names json / parquet fields to keep.
     shards: str = ""
+    # A folder of images (path or URI; files grouped by name up to the first dot, so cat.jpg + cat.txt
+    # is one sample), ingested as shards are; captions from .txt/.json beside them or from `captions`,
+    # a csv/tsv/parquet/jsonl table whose captions_file_col holds each image's path below the folder.
+    image_folder: str = ""
+    captions: str = ""
+    captions_file_col: str = "file_name"
 
     def __post_init__(self):
-        given = [name for name in ("url_list", "sources", "shards") if getattr(self, name)]
-        check(len(given) <= 1, given[-1] if given else "url_list", "one of url_list, sources, shards", given)
+        given = [name for name in ("url_list", "sources", "shards", "image_folder") if getattr(self, name)]
+        check(
+            len(given) <= 1,
+            given[-1] if given else "url_list",
+            "one of url_list, sources, shards, image_folder",
+            given,
+        )
+        check(
+            not self.captions or bool(self.image_folder), "captions", "used with image_folder", self.captions
+        )
         names = [source.name for source in self.sources]
         check(len(names) == len(set(names)), "sources", "distinct source names", names)
         if self.sources:
@@ -144,4 +158,4 @@ class DownloadConfig:
 
 
 def download_inputs(config: DownloadConfig) -> tuple[str, ...]:
-    return () if config.url_list or config.sources or config.shards else ("scenes",)
+    return () if config.url_list or config.sources or config.shards or config.image_folder else ("scenes",)

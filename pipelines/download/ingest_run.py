@@ -8,16 +8,16 @@ import time
 from collections.abc import Iterator
 
 from ops.artifact_dir import ArtifactDir
-from ops.tar_members import TarSample, Truncated, iter_tar_samples
+from ops.tar_members import TarSample, Truncated
 from pipelines.download.config import SHARDS_DIR, DownloadConfig
 from pipelines.download.ingest import (
     CHUNK,
     REJECTED_PARTS,
     Checked,
+    InputSource,
     SampleChecker,
     Seen,
-    _status_rows,
-    input_tars,
+    input_source,
     rejected_table,
     rejection,
     seen_from_shards,
@@ -27,6 +27,7 @@ from pipelines.download.ingest import (
 from pipelines.download.results import discard_partial_stats, shard_stats
 
 TAIL = f"{REJECTED_PARTS}/tail.parquet"  # rejections after the last shard's last sample
+JOIN = "caption_table_join.json"  # image_folder with captions: rows and samples that found no partner
 
 
 def _resume_point(artifact: ArtifactDir) -> tuple[int, tuple[int, int], Seen]:
@@ -42,34 +43,35 @@ def _resume_point(artifact: ArtifactDir) -> tuple[int, tuple[int, int], Seen]:
     return shard, tuple(stats["input_end"]), seen_from_shards(artifact, list(range(shard)))
 
 
-def _read(fs, tars: list[str], start: tuple[int, int], seen: Seen) -> Iterator[Checked]:
+def _read(source: InputSource, start: tuple[int, int], seen: Seen) -> Iterator[Checked]:
     """Every input sample from `start` on, repeated keys already marked; a cut-off tar's loss comes as
     an item of its own, rejected as truncated_tar, in its place in the stream."""
-    first_tar, first_ordinal = start
-    for tar_index in range(first_tar, len(tars)):
-        tar = tars[tar_index]
-        rows = _status_rows(fs, tar)
-        skip = first_ordinal if tar_index == first_tar else 0
-        for event in iter_tar_samples(fs, tar):
+    first_part, first_ordinal = start
+    for part in range(first_part, len(source.parts)):
+        name = source.parts[part]
+        rows = source.rows(part)
+        skip = first_ordinal if part == first_part else 0
+        for event in source.samples(part, skip):
             if isinstance(event, Truncated):
                 if event.ordinal >= skip:
-                    cut = Checked(TarSample("", {}, event.ordinal), tar, (tar_index + 1, 0))
+                    cut = Checked(TarSample("", {}, event.ordinal), name, (part + 1, 0))
                     cut.reason, cut.detail = "truncated_tar", f"after {event.ordinal} samples: {event.error}"
                     yield cut
                 break
             if event.ordinal < skip:
                 continue
-            item = Checked(event, tar, (tar_index, event.ordinal + 1))
+            item = Checked(event, name, (part, event.ordinal + 1))
             if not seen.add(event.key):
                 item.reason, item.detail = "duplicate_key", f"key {event.key!r} met before"
             elif event.key in rows:
                 item.meta["_row"] = rows[event.key]
+                source.matched.add(event.key)
             yield item
 
 
 def ingest(config: DownloadConfig, artifact_uri: str) -> None:
     artifact = ArtifactDir(artifact_uri)
-    fs, tars = input_tars(config.shards)
+    source = input_source(config)
     shard, start, seen = _resume_point(artifact)
     if start != (0, 0):
         print(
@@ -109,16 +111,26 @@ def ingest(config: DownloadConfig, artifact_uri: str) -> None:
                 shard, accepted, rejected, members, started = shard + 1, [], [], [], time.perf_counter()
 
     chunk: list[Checked] = []
-    for item in _read(fs, tars, start, seen):
+    for item in _read(source, start, seen):
         chunk.append(item)
         if len(chunk) == CHUNK:
             take(checker.check(chunk))
             chunk = []
     take(checker.check(chunk))
-    end = (len(tars), 0)
+    end = (len(source.parts), 0)
     if accepted:
         write_shard(artifact, shard, accepted, rejected, members, config.extra_columns, end, started, digits)
     else:
         artifact.write_parquet_atomic(TAIL, rejected_table(rejected))
         artifact.write_parquet_atomic(TAIL.replace(".parquet", "_members.parquet"), rejected_table(members))
     checker.pool.shutdown()
+    if source.table_rows is not None:  # a caption table joined by file name: what matched what
+        keys = source.rows(0)
+        matched = sum(seen.has(key) for key in keys)
+        join = {
+            "table_rows": source.table_rows,
+            "rows_matching_no_sample": source.table_rows - matched,
+            "samples_without_row": len(seen.digests) - matched,
+        }
+        artifact.write_json_atomic(JOIN, join)
+        print(f"[download] caption table: {join}", flush=True)

@@ -147,7 +147,10 @@ def summarize_ingest(artifact: ArtifactDir, elapsed_s: float, ctx: StageContext)
     }
     for shard, s in sorted(stats.items()):
         ctx.log_metrics({"shard_duration_s": s["duration"]}, shard)
-    details = {"ingested_from": "shards", "rejected_members_by_reason": dict(by_member_reason)}
+    details = {"rejected_members_by_reason": dict(by_member_reason)}
+    if artifact.exists("caption_table_join.json"):  # image_folder + captions: the join's counts
+        details["caption_table_join"] = artifact.read_json("caption_table_join.json")
+        metrics.update({f"caption_table_{k}": float(v) for k, v in details["caption_table_join"].items()})
     return StageOutcome(counts=counts, metrics=metrics, details=details)
 
 

@@ -62,7 +62,7 @@ def run_ingest(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
 def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
     # albumentations (an img2dataset dependency) checks for updates over the network on import.
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    if config.shards:
+    if config.shards or config.image_folder:
         return run_ingest(config, ctx)
     # Imported here: img2dataset pulls in heavy dependencies.
     import sys
