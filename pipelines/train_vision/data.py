@@ -174,7 +174,7 @@ def _batch_jobs(
     size, num_spares = settings.batch_size, spare_samples(settings.batch_size)
     resume = position.stream
     while True:
-        stream = EpochStream(mine, sidecars, settings, rank, epoch)
+        stream = EpochStream(mine, sidecars, settings, rank, epoch, span_samples)
         if resume is not None:  # seek: the stream's state and the drawn samples, a few shards read
             window = stream.restore(resume, position.carried)
             skip, resume = 0, None

@@ -11,7 +11,7 @@ span's samples before it (one shard at B = shard size), and shuffling it with it
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from pipelines.train_vision.records import JoinedSample, LoaderSettings
 
@@ -21,9 +21,15 @@ Position = tuple[int, int]  # (span index in the epoch's order, training samples
 class EpochStream:
     """Iterate it for the epoch's samples; snapshot() between two of them says where it is."""
 
-    def __init__(self, spans, sidecars: dict[str, str], settings: LoaderSettings, rank: int, epoch: int):
-        from pipelines.train_vision.data import span_samples  # data.py builds streams: imported late
-
+    def __init__(
+        self,
+        spans,
+        sidecars: dict[str, str],
+        settings: LoaderSettings,
+        rank: int,
+        epoch: int,
+        span_samples: Callable[..., Iterator[JoinedSample]],  # data.span_samples: a span's training samples
+    ):
         self._span_samples = span_samples
         self.sidecars, self.settings = sidecars, settings
         self.seed = f"{settings.seed}/{epoch}/{rank}"
