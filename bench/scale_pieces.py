@@ -56,7 +56,7 @@ def pairs_driver(work: Path, size: int) -> dict:
         training = training_pairs(train, config.negatives, config.seed, config.negative_max_similarity)
         out.write_parquet_atomic("pairs/train.parquet", training)
         return {"api": "whole table", "pairs": training.num_rows}
-    counts = write_pairs(download, None, config, out)
+    counts = write_pairs(ArtifactDir(download.child_uri("shards")), None, config, out)
     return {"api": "streamed", "pairs": counts.train_rows}
 
 

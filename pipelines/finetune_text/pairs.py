@@ -57,22 +57,22 @@ class PairCounts:
     text_rejected: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-def image_captions(download: ArtifactDir, recaption: ArtifactDir | None, config) -> Iterator[pa.Table]:
-    """Per download shard, its successful images as key, original, dense[, short_dense][, split], sorted
-    by key, from img2dataset's per-shard parquet and recaption's captions of that shard (no image bytes
-    read, one shard in memory)."""
-    names = [n for n in download.list("shards") if n.endswith(".parquet")]
+def image_captions(shards: ArtifactDir, recaption: ArtifactDir | None, config) -> Iterator[pa.Table]:
+    """Per shard, its successful images as key, original, dense[, short_dense][, split], sorted by key,
+    from img2dataset's per-shard parquet in the `shards` folder and recaption's captions of that shard
+    (no image bytes read, one shard in memory)."""
+    names = [n for n in shards.list() if n.endswith(".parquet") and ".tmp-" not in n]
     if not names:
-        raise ValueError(f"{download.uri}/shards: no img2dataset parquet files; is the download complete?")
+        raise ValueError(f"{shards.uri}: no img2dataset parquet files; is the download complete?")
     for name in names:
-        with download.open(f"shards/{name}") as handle:
+        with shards.open(name) as handle:
             present = set(pq.ParquetFile(handle).schema_arrow.names)
             wanted = {"key", "status", "caption", "split"}
             if config.dense_caption_source != "recaption":
-                _require_field(present, config.dense_caption_column, download, name)
+                _require_field(present, config.dense_caption_column, shards, name)
                 wanted.add(config.dense_caption_column)
             if config.short_dense_source == "column":
-                _require_field(present, config.short_dense_column, download, name)
+                _require_field(present, config.short_dense_column, shards, name)
                 wanted.add(config.short_dense_column)
             handle.seek(0)
             rows = pq.read_table(handle, columns=sorted(wanted & present))
@@ -175,7 +175,7 @@ def pair_schema(config) -> pa.Schema:
 
 
 def write_pairs(
-    download: ArtifactDir, recaption: ArtifactDir | None, config, artifact: ArtifactDir
+    shards: ArtifactDir, recaption: ArtifactDir | None, config, artifact: ArtifactDir
 ) -> PairCounts:
     """pairs/train.parquet (training rows in row groups), pairs/eval.parquet (held-out images) and, with
     text pairs, pairs/rejected_text_pairs.parquet, streamed one download shard at a time."""
@@ -188,7 +188,7 @@ def write_pairs(
     ):
         writer = PairGroupWriter(train_file, config)
         eval_writer = None
-        for images in image_captions(download, recaption, config):
+        for images in image_captions(shards, recaption, config):
             usable = pc.and_(
                 pc.invert(pc.is_null(images["original"])), pc.invert(pc.is_null(images["dense"]))
             )
@@ -268,10 +268,10 @@ def _pairs_of_kind(
     return pa.table(columns)
 
 
-def _require_field(present: set[str], field: str, download: ArtifactDir, shard: str) -> None:
+def _require_field(present: set[str], field: str, shards: ArtifactDir, shard: str) -> None:
     if field not in present:
         raise ValueError(
-            f"{download.uri}/shards/{shard}: no field {field!r} in the samples; fields are {sorted(present)}"
+            f"{shards.uri}/{shard}: no field {field!r} in the samples; fields are {sorted(present)}"
         )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+from ops.artifact_dir import ArtifactDir
 from ops.errors import BadInputError
 from ops.manifest import StageCounts
 from ops.stage import StageContext, StageOutcome, StageSpec
@@ -22,10 +23,24 @@ from pipelines.finetune_text.worker import run_training
 
 
 def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOutcome:
-    started = time.perf_counter()
     base_model = config.base_model or ctx.inputs[config.base_model_stage].child_uri("llm")
+    shards = ArtifactDir(ctx.inputs["download"].child_uri("shards"))
+    return finetune_on(config, shards, ctx.inputs.get("recaption"), base_model, ctx)
+
+
+def finetune_on(
+    config: FinetuneTextConfig,
+    shards: ArtifactDir,
+    recaption: ArtifactDir | None,
+    base_model: str,
+    ctx: StageContext,
+) -> StageOutcome:
+    """Fine-tune on any folder of img2dataset status tables (`{shard}.parquet`: key, status, caption and
+    the dense caption column, or recaption's captions/) into ctx.artifact: what the stage and the
+    finetune_text CLI both run."""
+    started = time.perf_counter()
     # Streamed one download shard at a time: the driver never holds the pair table.
-    counts = write_pairs(ctx.inputs["download"], ctx.inputs.get("recaption"), config, ctx.artifact)
+    counts = write_pairs(shards, recaption, config, ctx.artifact)
     if counts.train_rows < config.batch_size_per_worker * config.num_workers:
         raise BadInputError(
             f"finetune_text: {counts.train_rows} training pairs, fewer than one global batch of "

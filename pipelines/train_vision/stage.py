@@ -18,6 +18,7 @@ import time
 
 import pyarrow.parquet as pq
 
+from ops.artifact_dir import ArtifactDir
 from ops.embedding_sidecar import check_sidecar_schema
 from ops.errors import BadInputError
 from ops.manifest import StageCounts
@@ -59,15 +60,25 @@ def check_adapter_fits(config: TrainVisionConfig, llm_dim: int) -> None:
 
 
 def run_train_vision(config: TrainVisionConfig, ctx: StageContext) -> StageOutcome:
-    started = time.perf_counter()
     vision_model = config.vision_model or ctx.inputs["tiny_models"].child_uri("vision")
-    shards_uri = ctx.inputs["download"].child_uri("shards")
-    embed = ctx.inputs["embed"]
+    return train_on(
+        config, ctx.inputs["download"].child_uri("shards"), ctx.inputs["embed"], vision_model, ctx
+    )
+
+
+def train_on(
+    config: TrainVisionConfig, shards_uri: str, embed: ArtifactDir, vision_model: str, ctx: StageContext
+) -> StageOutcome:
+    """Train on any shard folder and its embedding folder (sidecars/ and a manifest, as embed writes them)
+    into ctx.artifact: what the stage and the train_vision CLI both run."""
+    started = time.perf_counter()
     tar_paths = list_shards(shards_uri)
     sidecars = {shard_id_of(p): embed.child_uri(f"sidecars/{shard_id_of(p)}.parquet") for p in tar_paths}
     missing = [shard for shard, uri in sidecars.items() if not embed.exists(f"sidecars/{shard}.parquet")]
     if missing:
         raise FileNotFoundError(f"{embed.uri}/sidecars: no sidecar for shards {missing[:10]}; rerun embed")
+    if not tar_paths:
+        raise FileNotFoundError(f"{shards_uri}: no .tar shards")
     llm_dim = int(embed.read_manifest()["details"]["dim"])
     check_adapter_fits(config, llm_dim)
     for uri in sidecars.values():  # fail here, naming the file, not inside a training worker

@@ -207,7 +207,8 @@ def test_later_stages_read_the_ingested_layout(ingested):
         captions += len(keys)
     assert captions == outcome.counts.num_out
     config = FinetuneTextConfig(dense_caption_column="dense_caption")
-    images = [row for table in image_captions(artifact, None, config) for row in table.to_pylist()]
+    shards = ArtifactDir(artifact.child_uri("shards"))
+    images = [row for table in image_captions(shards, None, config) for row in table.to_pylist()]
     assert len(images) == outcome.counts.num_out
     dense = [row for row in images if row["dense"] is not None]
     assert len(dense) == 20 and all(row["original"].startswith("parquet caption") for row in dense)

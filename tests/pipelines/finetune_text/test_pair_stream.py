@@ -54,7 +54,7 @@ def test_streamed_pairs_hold_out_what_a_global_sort_would_and_reconcile(tmp_path
     source = TextPairSource(name="e5", path=str(jsonl))
     config = FinetuneTextConfig(num_eval_pairs=100, negatives="none", text_pairs=(source,))
     out = ArtifactDir(str(tmp_path / "finetune"))
-    counts = write_pairs(download, None, config, out)
+    counts = write_pairs(ArtifactDir(download.child_uri("shards")), None, config, out)
 
     every = pa.concat_tables(
         [pq.read_table(download.child_path(f"shards/{n}")) for n in download.list("shards")]
@@ -85,7 +85,8 @@ def test_streamed_pairs_hold_out_what_a_global_sort_would_and_reconcile(tmp_path
 def test_random_negatives_come_from_the_same_group_and_another_image(tmp_path):
     download = _download(tmp_path, shards=3, per_shard=1500)
     out = ArtifactDir(str(tmp_path / "finetune"))
-    write_pairs(download, None, FinetuneTextConfig(num_eval_pairs=10, negatives="random"), out)
+    shards = ArtifactDir(download.child_uri("shards"))
+    write_pairs(shards, None, FinetuneTextConfig(num_eval_pairs=10, negatives="random"), out)
     parquet = pq.ParquetFile(out.child_path("pairs/train.parquet"))
     for group in range(parquet.metadata.num_row_groups):
         rows = parquet.read_row_group(group).to_pylist()
