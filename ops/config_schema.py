@@ -106,7 +106,8 @@ def build_config(cls: type, data: Any, where: str) -> Any:
         data = {}
     check(isinstance(data, Mapping), where, f"a mapping of {cls.__name__} fields", data)
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    # A field may go by another key in the recipe (metadata "key"): `from`, a Python keyword, is `from_`.
+    fields = {f.metadata.get("key", f.name): f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
@@ -116,9 +117,9 @@ def build_config(cls: type, data: Any, where: str) -> Any:
     for name, field in fields.items():
         dotted = f"{where}.{name}"
         if name in data:
-            kwargs[name] = _convert(data[name], hints[name], dotted)
+            kwargs[field.name] = _convert(data[name], hints[field.name], dotted)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{dotted}: required, expected {_type_name(hints[name])}")
+            raise ConfigError(f"{dotted}: required, expected {_type_name(hints[field.name])}")
     try:
         return cls(**kwargs)
     except ConfigError as err:

@@ -15,6 +15,10 @@ from ops.image_transforms import DEFAULT_MAX_IMAGE_PIXELS
 
 @dataclasses.dataclass(frozen=True)
 class RecaptionConfig:
+    # `from` in the recipe: a caption folder the standalone recaption CLI wrote for these same shards
+    # (captions/{shard}.parquet, _shards/ markers); the stage takes its captions instead of running a VLM,
+    # so a dataset recaptioned once is never recaptioned again.
+    from_: str = dataclasses.field(default="", metadata={"key": "from"})
     model: str = ""  # HF id or local path of a VLM vLLM supports; "" = the tiny_models stage's captioner
     prompt_id: Literal["detailed", "short"] = "detailed"  # see models/captioner_prompts.py
     max_tokens: int = 256  # generated tokens per caption, at most
@@ -74,4 +78,4 @@ class RecaptionConfig:
 
 
 def recaption_inputs(config: RecaptionConfig) -> tuple[str, ...]:
-    return ("download",) if config.model else ("download", "tiny_models")
+    return ("download",) if config.model or config.from_ else ("download", "tiny_models")

@@ -104,7 +104,48 @@ def summarize(
     return StageOutcome(counts=counts, metrics=metrics)
 
 
+def adopt_captions(config: RecaptionConfig, shards_uri: str, ctx: StageContext) -> StageOutcome:
+    """recaption.from: the caption folder's files for every shard, checked against the shard (its keys
+    are the shard's), copied into this stage's artifact; then summarised as a run would be."""
+    import pyarrow.parquet as pq
+
+    from ops.webdataset_io import status_table_of
+
+    started = time.perf_counter()
+    source = ArtifactDir(config.from_)
+    tar_paths = list_shards(shards_uri)
+    missing = [shard_id_of(p) for p in tar_paths if not source.shard_done(shard_id_of(p))]
+    if missing:
+        raise FileNotFoundError(
+            f"recaption.from: {config.from_} has no finished captions for shards {missing[:10]} of "
+            f"{shards_uri}; recaption them with workflows/cli/recaption.py into that folder first"
+        )
+    for tar_path in tar_paths:
+        shard = shard_id_of(tar_path)
+        with source.open(f"captions/{shard}.parquet") as handle:
+            captions = pq.read_table(handle)
+        fs, status_path = status_table_of(tar_path)
+        with fs.open(status_path, "rb") as handle:
+            keys = set(pq.read_table(handle, columns=["key"])["key"].to_pylist())
+        strangers = [k for k in captions["key"].to_pylist() if k not in keys]
+        if strangers:
+            raise ValueError(
+                f"recaption.from: {config.from_}/captions/{shard}.parquet has key {strangers[0]!r}, which "
+                f"{tar_path} does not: the captions were made for other shards"
+            )
+        for name in (f"captions/{shard}.parquet", f"rejected/{shard}.parquet"):
+            if source.exists(name):
+                with source.open(name) as handle:
+                    ctx.artifact.write_bytes_atomic(name, handle.read())
+        stats = source.read_json(f"_shards/{shard}.json")
+        ctx.artifact.mark_shard_done(shard, {k: v for k, v in stats.items() if k != "shard"})
+    elapsed = time.perf_counter() - started
+    return summarize(ctx.artifact, shards_uri, tar_paths, config, 0, 0, elapsed, ctx)
+
+
 def run_recaption(config: RecaptionConfig, ctx: StageContext) -> StageOutcome:
+    if config.from_:
+        return adopt_captions(config, ctx.inputs["download"].child_uri("shards"), ctx)
     model = config.model or ctx.inputs["tiny_models"].child_uri("captioner")
     return recaption_shards(config, ctx.inputs["download"].child_uri("shards"), model, ctx)
 
