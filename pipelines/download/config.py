@@ -7,7 +7,7 @@ import dataclasses
 from typing import Literal
 
 from ops.config_schema import check
-from ops.hashing import NOT_IN_KEY
+from ops.hashing import IN_KEY_WHEN_SET, NOT_IN_KEY
 
 SHARDS_DIR = "shards"
 INPUT_DIR = "input"  # img2dataset's url_list: part-*.parquet, each a whole number of shards
@@ -67,6 +67,27 @@ class UrlSource:
 
 
 @dataclasses.dataclass(frozen=True)
+class CaptionTable:
+    """Captions made elsewhere, joined onto the samples (pipelines/download/caption_tables.py)."""
+
+    name: str
+    path: str  # csv / tsv / parquet / jsonl file or folder (path or fsspec URI)
+    join_on: Literal["url", "key"] = "url"  # the sample's url, or its key (the user's key when ingested)
+    join_col: str = "url"  # the table's column holding that url or key
+    # table column -> the sample field it becomes (a status-table column), e.g. DreamLIP's
+    # {longIB_captions: dense_caption, shortIB_captions: short_dense_caption}, Recap-DataComp's
+    # {re_caption: dense_caption}
+    fields: dict[str, str] = dataclasses.field(default_factory=dict)
+    input_format: Literal["auto", "parquet", "csv", "tsv", "jsonl"] = "auto"
+
+    def __post_init__(self):
+        check(bool(self.name), "name", "a name", self.name)
+        check(bool(self.fields), "fields", "a mapping of table columns to sample fields", self.fields)
+        taken = sorted(set(self.fields.values()) & {"key", "status", "url", "caption", "source_key"})
+        check(not taken, "fields", "sample fields other than key, status, url, caption, source_key", taken)
+
+
+@dataclasses.dataclass(frozen=True)
 class DownloadConfig:
     # Url table: a parquet/csv/tsv/jsonl file or folder (path or fsspec URI). Empty: serve the scenes
     # stage's images over loopback HTTP (the CPU demo).
@@ -109,6 +130,9 @@ class DownloadConfig:
     image_folder: str = ""
     captions: str = ""
     captions_file_col: str = "file_name"
+    # Provided captions (DreamLIP's, Recap-DataComp's) joined onto the samples by url or key, as fields of
+    # each shard's status table: a recipe can then skip recaption. Counted per table in the manifest.
+    caption_tables: tuple[CaptionTable, ...] = dataclasses.field(default=(), metadata=IN_KEY_WHEN_SET)
 
     def __post_init__(self):
         given = [name for name in ("url_list", "sources", "shards", "image_folder") if getattr(self, name)]

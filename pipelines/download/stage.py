@@ -43,6 +43,25 @@ from pipelines.download.results import (
 from pipelines.download.url_tables import scenes_url_table, sources_url_batches
 
 
+def with_caption_tables(config: DownloadConfig, outcome: StageOutcome, ctx: StageContext) -> StageOutcome:
+    """download.caption_tables joined onto the finished shards (a Ray task when Ray is up); counted."""
+    if not config.caption_tables:
+        return outcome
+    import ray
+
+    from pipelines.download.caption_tables import join_caption_tables
+
+    if ray.is_initialized():
+        task = ray.remote(join_caption_tables).options(num_cpus=1, max_retries=0)
+        counts = ray.get(task.remote(config.caption_tables, ctx.artifact))
+    else:
+        counts = join_caption_tables(config.caption_tables, ctx.artifact)
+    for name, numbers in counts.items():
+        outcome.metrics.update({f"caption_table_{name}_{k}": float(v) for k, v in numbers.items()})
+    outcome.details["caption_tables"] = counts
+    return outcome
+
+
 def run_ingest(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
     """download.shards: the user's tars validated and re-sharded (ingest.py), in a Ray task holding
     processes_count CPUs (its checking threads) when Ray is up, else in this process."""
@@ -56,7 +75,9 @@ def run_ingest(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
         ray.get(task.remote(config, ctx.artifact.uri))
     else:
         ingest(config, ctx.artifact.uri)
-    return summarize_ingest(ctx.artifact, time.perf_counter() - started, ctx)
+    return with_caption_tables(
+        config, summarize_ingest(ctx.artifact, time.perf_counter() - started, ctx), ctx
+    )
 
 
 def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
@@ -142,7 +163,8 @@ def run_download(config: DownloadConfig, ctx: StageContext) -> StageOutcome:
             enable_wandb=False,
         )
     elapsed = time.perf_counter() - started
-    return summarize_download(artifact, num_rows, num_shards, done_before, elapsed, ctx)
+    outcome = summarize_download(artifact, num_rows, num_shards, done_before, elapsed, ctx)
+    return with_caption_tables(config, outcome, ctx)
 
 
 STAGE = StageSpec(
