@@ -62,3 +62,19 @@ def test_finetune_text_and_train_vision_run_alone_on_a_shard_folder(demo_root, t
     assert manifest["metrics"]["num_train_samples"] > 0
     assert (vision_out / "export" / "config.json").exists()
     assert "-> " in done.stdout and "export" in done.stdout
+
+
+def test_a_caption_table_becomes_status_tables_the_stage_reads(tmp_path):
+    from ops.artifact_dir import ArtifactDir
+    from ops.stage import StageContext
+    from pipelines.finetune_text.config import FinetuneTextConfig
+    from pipelines.finetune_text.pairs import image_captions
+    from workflows.cli.finetune_text import pairs_as_status_tables
+
+    rows = [{"caption": f"photo {i}", "dense_caption": f"a long caption of photo {i}"} for i in range(250)]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = FinetuneTextConfig()
+    ctx = StageContext(ArtifactDir(str(tmp_path / "out")), {})
+    shards = pairs_as_status_tables(str(tmp_path / "pairs.jsonl"), config, ctx)
+    images = [r for table in image_captions(shards, None, config) for r in table.to_pylist()]
+    assert [(r["original"], r["dense"]) for r in images] == [(r["caption"], r["dense_caption"]) for r in rows]

@@ -30,14 +30,50 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Settings are the recipe's finetune_text section (pipelines/finetune_text/config.py: "
         "FinetuneTextConfig), e.g. --set max_steps=4000 --set num_workers=8 --set use_gpu=true.",
     )
-    parser.add_argument(
-        "--shards", required=True, help="folder (path or fsspec URI) of {shard}.parquet status tables"
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--shards", help="folder (path or fsspec URI) of {shard}.parquet status tables")
+    source.add_argument(
+        "--pairs",
+        help="a caption table instead (csv/tsv/parquet/jsonl) with columns caption and the dense caption "
+        "column (dense_caption_column); its rows, numbered, go into the status-table layout under --output",
     )
     parser.add_argument("--base-model", help="HF id or folder of the causal LLM (overrides base_model)")
     parser.add_argument("--recaptions", help="a recaption folder, when dense_caption_source is recaption")
     parser.add_argument("--output", required=True, help="folder to write (path or fsspec URI)")
     add_settings_arguments(parser, "finetune_text")
     return parser
+
+
+def pairs_as_status_tables(table: str, config, ctx):
+    """A caption table as {n:05d}.parquet status tables (key, status, caption, the dense column) under
+    the output's pairs_input/, 100,000 rows a file: what finetune_on reads."""
+    import pyarrow as pa
+
+    from ops.artifact_dir import ArtifactDir
+    from ops.url_table import iter_url_table
+
+    out, rows, part = ArtifactDir(ctx.artifact.child_uri("pairs_input")), 0, 0
+    dense = config.dense_caption_column
+    for batch in iter_url_table(
+        table,
+        input_format="auto",
+        url_col="caption",
+        caption_col=None,
+        extra_columns=(dense,),
+        batch_rows=100_000,
+    ):
+        keys = pa.array([f"{rows + i:012d}" for i in range(batch.num_rows)], pa.string())
+        status = pa.table(
+            {
+                "key": keys,
+                "status": pa.array(["success"] * batch.num_rows),
+                "caption": batch["caption"],
+                dense: batch[dense],
+            }
+        )
+        out.write_parquet_atomic(f"{part:05d}.parquet", status)
+        rows, part = rows + batch.num_rows, part + 1
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(config, ctx):
         recaptions = ArtifactDir(args.recaptions) if args.recaptions else None
-        return finetune_on(config, ArtifactDir(args.shards), recaptions, config.base_model, ctx)
+        shards = ArtifactDir(args.shards) if args.shards else pairs_as_status_tables(args.pairs, config, ctx)
+        return finetune_on(config, shards, recaptions, config.base_model, ctx)
 
     def summary(outcome, output) -> str:
         metrics = outcome.metrics
