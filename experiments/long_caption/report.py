@@ -99,7 +99,9 @@ def check_claims(summary, cra: dict[str, float] | None = None, chance: float | N
     return claims
 
 
-def table_markdown(summary, claims, seeds, sizes: dict[str, float], cra: dict[str, float]) -> str:
+def table_markdown(
+    summary, claims, seeds, sizes: dict[str, float], cra: dict[str, float], cross_lingual: dict | None = None
+) -> str:
     metrics = [m for m in METRICS if m in next(iter(summary.values()))]
     header = ["arm"] + [
         m.replace("_r", " R@").replace("_", " ").replace("i2t", "I2T").replace("t2i", "T2I") for m in metrics
@@ -115,6 +117,16 @@ def table_markdown(summary, claims, seeds, sizes: dict[str, float], cra: dict[st
         "CRA on the held-out scenes: "
         + ", ".join(f"{name.removeprefix('cra_')} {100 * value:.1f}" for name, value in cra.items()),
         "",
+        *(
+            [
+                "Cross-lingual probe on the validation scenes (second-language dense caption -> its English "
+                "one, CRA): "
+                + ", ".join(f"{n.removeprefix('l2_cra_')} {100 * v:.1f}" for n, v in cross_lingual.items()),
+                "",
+            ]
+            if cross_lingual
+            else []
+        ),
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]

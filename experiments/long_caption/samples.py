@@ -106,6 +106,25 @@ def llm_cra(encoders, tokenizer, samples: list[Sample], config) -> dict[str, flo
     return scores
 
 
+def cross_lingual_cra(encoders, tokenizer, samples: list[Sample], config) -> dict[str, float]:
+    """The cross-lingual probe, before any vision training: each second-language dense caption must
+    retrieve its scene's English dense caption among all of them, per LLM (l2_cra_<name>). Run on the
+    validation scenes, so a change to the LM corpus or size is scored without touching held-out ones."""
+    from ops.retrieval_metrics import caption_retrieval_accuracy
+
+    pairs = [(s.l2, s.long) for s in samples if s.l2]
+    if len(pairs) < 2:
+        return {}
+    queries, keys = (list(x) for x in zip(*pairs))
+    scores = {}
+    with torch.no_grad():
+        for name, encoder in encoders.items():
+            first = encoder.encode(tokenizer, queries, batch_size=config.encode_batch_size).float()
+            second = encoder.encode(tokenizer, keys, batch_size=config.encode_batch_size).float()
+            scores[f"l2_cra_{name}"] = caption_retrieval_accuracy(first, second)
+    return scores
+
+
 def load_encoders(tuned_uri: str, base_uri: str, random_uri: str):
     """The fine-tuned encoder; the base LLM it was tuned from and tiny_models' random-init LLM, pooled
     the same way (same encoder settings)."""

@@ -30,6 +30,7 @@ from experiments.long_caption.report import (
 )
 from experiments.long_caption.samples import (
     captioned,
+    cross_lingual_cra,
     llm_cra,
     load_encoders,
     read_samples,
@@ -65,6 +66,7 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
         tiny.child_uri("llm"),
     )
     cra = llm_cra(encoders, tokenizer, held_samples, config)
+    cross_lingual = cross_lingual_cra(encoders, tokenizer, validation_samples, config)
     arm_encoders = {name: encoders[name] for name in ("finetuned", "base")}
     train, _ = captioned(fit_samples, transform, arm_encoders, tokenizer, config)
     held_out, cut = captioned(held_samples, transform, arm_encoders, tokenizer, config)
@@ -132,12 +134,14 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
         else long_lengths,
         "max_tokens": config.clip_max_tokens,
     }
-    table = table_markdown(summary, claims, config.seeds, sizes, cra)
+    table = table_markdown(summary, claims, config.seeds, sizes, cra, cross_lingual)
     artifact = ctx.artifact
     artifact.write_json_atomic(
         "results.json", [{k: v for k, v in r.items() if not k.endswith("_hits")} for r in results]
     )
-    artifact.write_json_atomic("summary.json", {"summary": summary, "sizes": sizes, "cra": cra})
+    artifact.write_json_atomic(
+        "summary.json", {"summary": summary, "sizes": sizes, "cra": cra, "cross_lingual": cross_lingual}
+    )
     artifact.write_json_atomic("claims.json", claims)
     artifact.write_json_atomic("recall_by_length.json", curves)
     artifact.write_bytes_atomic("table.md", table.encode())
@@ -159,6 +163,7 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
     }
     metrics.update({f"claim_{i}_holds": float(c["holds"]) for i, c in enumerate(claims)})
     metrics.update(cra)
+    metrics.update(cross_lingual)
     metrics.update({"long_captions_cut_share": cut["long"], "experiment_s": time.perf_counter() - started})
     metrics.update({"encode_s": encoded_s, "runs_s": runs_s})
     kept = len(all_train) + len(held_samples)
@@ -170,6 +175,7 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
         "claims": claims,
         "sizes": sizes,
         "cra": cra,
+        "cross_lingual": cross_lingual,
         "arms": list(config.arms),
         "seeds": list(config.seeds),
     }
@@ -191,8 +197,8 @@ STAGE = StageSpec(
     # 2: clip_long, second-language captions, CRA of three LLMs, validation split; 3: runs as Ray tasks of
     # cpus_per_run threads, text towers take short and long captions apart (float sums may differ);
     # 4: recall by length counts ties as misses, as the table does (argmax gave ties to the first row);
-    # 5: held-out images resized as CLIPImageProcessor does
-    code_version="5",
+    # 5: held-out images resized as CLIPImageProcessor does; 6: the cross-lingual probe (validation scenes)
+    code_version="6",
     config_cls=LongCaptionExperimentConfig,
     inputs=("download", "tiny_models", "lm_pretrain", "finetune_text"),
     run=run_long_caption_experiment,

@@ -86,12 +86,15 @@ def test_the_experiment_runs_every_stage_arm_and_seed_and_reports_them(small_run
     cra = summary["cra"]
     assert set(cra) == {"cra_finetuned", "cra_base", "cra_random_init"}
     assert all(0.0 <= value <= 1.0 for value in cra.values())
+    probe = summary["cross_lingual"]  # second language -> English, on validation scenes, per LLM
+    assert set(probe) == {"l2_cra_finetuned", "l2_cra_base", "l2_cra_random_init"}
+    assert all(0.0 <= value <= 1.0 for value in probe.values())
     claims = json.loads((folder / "claims.json").read_text())
     assert [c["claim"][:4] for c in claims] == ["(A) ", "(B) ", "(C) ", "(C')", "(D) "]
     curves = json.loads((folder / "recall_by_length.json").read_text())
     assert set(curves) == set(ARMS) and all(sum(b["count"] for b in c) == 16 for c in curves.values())
     table = (folder / "table.md").read_text()
-    assert all(arm in table for arm in ARMS) and "l2 I2T R@1" in table
+    assert all(arm in table for arm in ARMS) and "l2 I2T R@1" in table and "Cross-lingual probe" in table
     for plot in ("recalls.png", "recall_by_length.png"):
         assert (folder / plot).read_bytes()[:4] == b"\x89PNG"
 
@@ -99,6 +102,7 @@ def test_the_experiment_runs_every_stage_arm_and_seed_and_reports_them(small_run
     experiment = client.get_experiment_by_name("llm2clip-long-caption-experiment")
     runs = {r.data.tags.get("stage"): r for r in client.search_runs([experiment.experiment_id])}
     run = runs["long_caption_experiment"]
+    assert run.data.metrics["l2_cra_base"] == pytest.approx(probe["l2_cra_base"])
     assert run.data.metrics["llm2clip_long_i2t_r1_mean"] == pytest.approx(
         summary["summary"]["llm2clip"]["long_i2t_r1"]["mean"]
     )
