@@ -6,6 +6,8 @@ A deterministic stream of documents, each drawn from one of four kinds:
   l2        the same kind of scenes described in the second language (demo/second_language.py)
   parallel  English sentences each followed by its translation
   general   text that is not about scenes: arithmetic, counting, facts, short stories
+  code_switched (off unless weighted)  English descriptions with some words given in the second
+            language, in English word order: how multilingual LMs come to share word meanings
 so that the model is a language model of a small world, not a caption model. Its scenes come from a
 stream of their own ("lm" split seeds), and any scene that shows what a held-out scene shows is dropped
 and counted: held-out scenes are never part of any training.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from collections.abc import Iterator
 
 from demo.basic_scenes import BACKGROUNDS, COLORS
@@ -40,10 +43,14 @@ from demo.rich_scenes import (
 from demo.second_language import (
     L2,
     l2_vocabulary,
+    lexicon,
 )
 from ops.config_schema import check
+from ops.hashing import IN_KEY_WHEN_SET
 
-KINDS = ("english", "l2", "parallel", "general")
+KINDS = ("english", "l2", "parallel", "general")  # the kinds `weights` weighs
+ALL_KINDS = (*KINDS, "code_switched")
+WORD = re.compile(r"[A-Za-z]+")
 NUMBERS = (
     *("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"),
     *("eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen"),
@@ -83,6 +90,10 @@ class LmCorpusConfig:
     # Shares of documents by kind, in KINDS order; they need not sum to 1 (they are weights).
     weights: tuple[float, float, float, float] = (0.45, 0.2, 0.1, 0.25)
     parallel_sentences: int = 4  # English sentences, each with its translation, per parallel document
+    # Weight of code-switched documents beside `weights` (0: none, and the corpus is as it was), and the
+    # share of an English description's translatable words given in the second language.
+    code_switched_weight: float = dataclasses.field(default=0.0, metadata=IN_KEY_WHEN_SET)
+    switch_share: float = dataclasses.field(default=0.3, metadata=IN_KEY_WHEN_SET)
 
     def __post_init__(self):
         check(len(self.weights) == len(KINDS), "weights", f"one weight per kind {KINDS}", self.weights)
@@ -94,11 +105,15 @@ class LmCorpusConfig:
         )
         check(self.family_size > 0, "family_size", "a positive count", self.family_size)
         check(self.parallel_sentences > 0, "parallel_sentences", "a positive count", self.parallel_sentences)
+        check(
+            self.code_switched_weight >= 0, "code_switched_weight", "zero or more", self.code_switched_weight
+        )
+        check(0 < self.switch_share <= 1, "switch_share", "in (0, 1]", self.switch_share)
 
 
 @dataclasses.dataclass
 class CorpusStats:
-    documents: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    documents: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(ALL_KINDS, 0))
     held_out_scenes_dropped: int = 0
 
 
@@ -158,6 +173,21 @@ def parallel_document(scene: RichScene, rng: random.Random, count: int) -> str:
     return " ".join(f"{en} = {l2}" for en, l2 in chosen)
 
 
+def code_switched_document(scene: RichScene, rng: random.Random, share: float) -> str:
+    """An English description whose translatable words are each given in the second language with
+    probability `share`, in English word order."""
+    table = lexicon()
+
+    def switch(match: re.Match) -> str:
+        word = match.group(0)
+        translated = table.get(word.lower())
+        if translated is None or rng.random() >= share:
+            return word
+        return translated.capitalize() if word[0].isupper() else translated
+
+    return WORD.sub(switch, english_description(scene, rng))
+
+
 def general_document(rng: random.Random) -> str:
     """A few sentences of world text: sums, counting, facts, a short story."""
     kind = rng.randrange(4)
@@ -201,8 +231,10 @@ def documents(
                 return scene
             stats.held_out_scenes_dropped += 1
 
+    # The extra kind is last: with weight 0 the same draws pick the same kinds as without it.
+    weights = (*config.weights, config.code_switched_weight)
     while True:
-        kind = rng.choices(KINDS, weights=config.weights)[0]
+        kind = rng.choices(ALL_KINDS, weights=weights)[0]
         stats.documents[kind] += 1
         if kind == "english":
             yield english_description(next_scene(), rng)
@@ -210,6 +242,8 @@ def documents(
             yield l2_description(next_scene(), rng)
         elif kind == "parallel":
             yield parallel_document(next_scene(), rng, config.parallel_sentences)
+        elif kind == "code_switched":
+            yield code_switched_document(next_scene(), rng, config.switch_share)
         else:
             yield general_document(rng)
 

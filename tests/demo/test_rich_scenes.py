@@ -89,3 +89,34 @@ def test_short_template_is_shared_by_both_languages():
     english = rich_scenes.rich_short_caption(scene, template)
     assert scene.objects[0].name in english and scene.objects[1].name in english
     assert lexicon()[scene.objects[0].shape] in l2_short_caption(scene, template)
+
+
+def test_code_switched_documents_give_some_words_in_the_second_language():
+    import itertools
+    import re
+
+    from demo.lm_corpus import code_switched_document
+    from demo.rich_scenes import sample_rich_scene
+    from demo.second_language import lexicon
+
+    table = lexicon()
+    scene = sample_rich_scene(0, "lm-train", 0, 4, "lm")
+    words = [
+        w.lower() for w in re.findall(r"[A-Za-z]+", code_switched_document(scene, random.Random(1), 1.0))
+    ]
+    assert words and not [w for w in words if w in table]  # share 1: every translatable word switched
+    l2_words = set(table.values())
+    switched = kept = 0
+    for i in range(40):
+        text = code_switched_document(sample_rich_scene(0, "lm-train", i, 4, "lm"), random.Random(i), 0.3)
+        for word in re.findall(r"[A-Za-z]+", text.lower()):
+            switched += word in l2_words
+            kept += word in table
+    assert 0.2 < switched / (switched + kept) < 0.4
+    config = LmCorpusConfig(code_switched_weight=0.5)
+    stats = CorpusStats()
+    list(itertools.islice(documents(config, "train", frozenset(), stats), 200))
+    assert stats.documents["code_switched"] > 0
+    plain = CorpusStats()
+    list(itertools.islice(documents(LmCorpusConfig(), "train", frozenset(), plain), 200))
+    assert plain.documents["code_switched"] == 0
