@@ -121,7 +121,8 @@ def table_markdown(
             [
                 "Cross-lingual probe on the validation scenes (second-language dense caption -> its English "
                 "one, CRA): "
-                + ", ".join(f"{n.removeprefix('l2_cra_')} {100 * v:.1f}" for n, v in cross_lingual.items()),
+                + ", ".join(f"{n.removeprefix('l2_cra_')} {100 * v:.1f}" for n, v in cross_lingual.items())
+                + " (centered: each language's mean feature removed first)",
                 "",
             ]
             if cross_lingual

@@ -122,6 +122,10 @@ def cross_lingual_cra(encoders, tokenizer, samples: list[Sample], config) -> dic
             first = encoder.encode(tokenizer, queries, batch_size=config.encode_batch_size).float()
             second = encoder.encode(tokenizer, keys, batch_size=config.encode_batch_size).float()
             scores[f"l2_cra_{name}"] = caption_retrieval_accuracy(first, second)
+            # Each language's mean removed: a small LM's pooled features share one large direction, under
+            # which one key wins every query (CRA exactly 1/N) whatever the content says.
+            centered = caption_retrieval_accuracy(first - first.mean(0), second - second.mean(0))
+            scores[f"l2_cra_centered_{name}"] = centered
     return scores
 
 

@@ -87,7 +87,8 @@ def test_the_experiment_runs_every_stage_arm_and_seed_and_reports_them(small_run
     assert set(cra) == {"cra_finetuned", "cra_base", "cra_random_init"}
     assert all(0.0 <= value <= 1.0 for value in cra.values())
     probe = summary["cross_lingual"]  # second language -> English, on validation scenes, per LLM
-    assert set(probe) == {"l2_cra_finetuned", "l2_cra_base", "l2_cra_random_init"}
+    names = ("finetuned", "base", "random_init")
+    assert set(probe) == {f"l2_cra_{n}" for n in names} | {f"l2_cra_centered_{n}" for n in names}
     assert all(0.0 <= value <= 1.0 for value in probe.values())
     claims = json.loads((folder / "claims.json").read_text())
     assert [c["claim"][:4] for c in claims] == ["(A) ", "(B) ", "(C) ", "(C')", "(D) "]
