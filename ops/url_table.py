@@ -7,7 +7,6 @@ names the file and the column.
 from __future__ import annotations
 
 import csv as _csv
-import hashlib
 from collections.abc import Iterator
 
 import fsspec
@@ -19,6 +18,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from ops.errors import BadInputError
+from ops.text_digests import digests as text_digests
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl")
 BATCH_ROWS = 8192  # rows read, screened and written at a time
@@ -170,7 +170,7 @@ class UrlScreen:
         valid = pc.fill_null(pc.match_substring_regex(urls, HTTP_URL), False).to_numpy(zero_copy_only=False)
         digests = np.zeros(table.num_rows, dtype=np.uint64)
         valid_rows = np.flatnonzero(valid)
-        digests[valid_rows] = _digests(pc.take(urls, pa.array(valid_rows)).to_pylist())
+        digests[valid_rows] = text_digests(pc.take(urls, pa.array(valid_rows)).to_pylist())
         duplicate = np.zeros(table.num_rows, dtype=bool)
         if len(valid_rows):
             _, first = np.unique(digests[valid_rows], return_index=True)
@@ -213,10 +213,3 @@ class UrlScreen:
 def screen_urls(table: pa.Table, url_col: str) -> tuple[pa.Table, pa.Table]:
     """A whole table screened at once (UrlScreen): for small tables and tests."""
     return UrlScreen(url_col).screen(table)
-
-
-def _digests(urls: list[str]) -> np.ndarray:
-    return np.array(
-        [int.from_bytes(hashlib.blake2b(u.encode(), digest_size=8).digest(), "little") for u in urls],
-        dtype=np.uint64,
-    )

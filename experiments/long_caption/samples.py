@@ -90,6 +90,15 @@ def captioned(samples: list[Sample], transform, encoders, tokenizer, config):
     return CaptionedImages(pixels, features, tokens), cut
 
 
+def _encoded_pairs(encoders, tokenizer, queries: list[str], keys: list[str], config):
+    """Per LLM name: (query features, key features), float32."""
+    with torch.no_grad():
+        for name, encoder in encoders.items():
+            first = encoder.encode(tokenizer, queries, batch_size=config.encode_batch_size).float()
+            second = encoder.encode(tokenizer, keys, batch_size=config.encode_batch_size).float()
+            yield name, first, second
+
+
 def llm_cra(encoders, tokenizer, samples: list[Sample], config) -> dict[str, float]:
     """CRA of each LLM on the held-out scenes: each query caption (the paraphrase where the scenes have
     one, else the short caption) must retrieve its own dense caption among all of them."""
@@ -97,13 +106,10 @@ def llm_cra(encoders, tokenizer, samples: list[Sample], config) -> dict[str, flo
 
     queries = [s.paraphrase or s.short for s in samples]
     keys = [s.long for s in samples]
-    scores = {}
-    with torch.no_grad():
-        for name, encoder in encoders.items():
-            first = encoder.encode(tokenizer, queries, batch_size=config.encode_batch_size).float()
-            second = encoder.encode(tokenizer, keys, batch_size=config.encode_batch_size).float()
-            scores[f"cra_{name}"] = caption_retrieval_accuracy(first, second)
-    return scores
+    return {
+        f"cra_{name}": caption_retrieval_accuracy(first, second)
+        for name, first, second in _encoded_pairs(encoders, tokenizer, queries, keys, config)
+    }
 
 
 def cross_lingual_cra(encoders, tokenizer, samples: list[Sample], config) -> dict[str, float]:
@@ -117,15 +123,12 @@ def cross_lingual_cra(encoders, tokenizer, samples: list[Sample], config) -> dic
         return {}
     queries, keys = (list(x) for x in zip(*pairs))
     scores = {}
-    with torch.no_grad():
-        for name, encoder in encoders.items():
-            first = encoder.encode(tokenizer, queries, batch_size=config.encode_batch_size).float()
-            second = encoder.encode(tokenizer, keys, batch_size=config.encode_batch_size).float()
-            scores[f"l2_cra_{name}"] = caption_retrieval_accuracy(first, second)
-            # Each language's mean removed: a small LM's pooled features share one large direction, under
-            # which one key wins every query (CRA exactly 1/N) whatever the content says.
-            centered = caption_retrieval_accuracy(first - first.mean(0), second - second.mean(0))
-            scores[f"l2_cra_centered_{name}"] = centered
+    for name, first, second in _encoded_pairs(encoders, tokenizer, queries, keys, config):
+        scores[f"l2_cra_{name}"] = caption_retrieval_accuracy(first, second)
+        # Each language's mean removed: a small LM's pooled features share one large direction, under
+        # which one key wins every query (CRA exactly 1/N) whatever the content says.
+        centered = caption_retrieval_accuracy(first - first.mean(0), second - second.mean(0))
+        scores[f"l2_cra_centered_{name}"] = centered
     return scores
 
 

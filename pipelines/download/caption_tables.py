@@ -11,7 +11,6 @@ value repeated in the table keeps its first row. Counted: table rows, rows that 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import tempfile
 from pathlib import Path
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 
 from ops.artifact_dir import ArtifactDir
 from ops.errors import BadInputError
+from ops.text_digests import digests
 from ops.url_table import iter_url_table
 from pipelines.download.config import SHARDS_DIR, CaptionTable
 
@@ -31,13 +31,7 @@ JOINED = "caption_tables.json"  # the counts, written last: the join's completio
 
 
 def _buckets_of(values: list[str], buckets: int) -> np.ndarray:
-    return np.array(
-        [
-            int.from_bytes(hashlib.blake2b(v.encode(), digest_size=4).digest(), "little") % buckets
-            for v in values
-        ],
-        dtype=np.int64,
-    )
+    return (digests(values) % np.uint64(buckets)).astype(np.int64)
 
 
 def _bucket_count(spec: CaptionTable) -> int:

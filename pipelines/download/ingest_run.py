@@ -14,16 +14,15 @@ from pipelines.download.ingest import (
     CHUNK,
     REJECTED_PARTS,
     Checked,
-    InputSource,
     SampleChecker,
     Seen,
-    input_source,
     rejected_table,
     rejection,
     seen_from_shards,
     unknown_members,
     write_shard,
 )
+from pipelines.download.ingest_inputs import InputSource, input_source
 from pipelines.download.results import discard_partial_stats, shard_stats
 
 TAIL = f"{REJECTED_PARTS}/tail.parquet"  # rejections after the last shard's last sample
@@ -65,7 +64,6 @@ def _read(source: InputSource, start: tuple[int, int], seen: Seen) -> Iterator[C
                 item.reason, item.detail = "duplicate_key", f"key {event.key!r} met before"
             elif event.key in rows:
                 item.meta["_row"] = rows[event.key]
-                source.matched.add(event.key)
             yield item
 
 

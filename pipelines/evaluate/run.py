@@ -78,23 +78,18 @@ class Encoders:
 
     @torch.no_grad()
     def image_features(self, images: list) -> torch.Tensor:
-        out = []
-
         def pixels_of(image) -> torch.Tensor:
             return eval_transform(_open(image), self.transform)
 
-        batches = (images[s : s + self.batch_size] for s in range(0, len(images), self.batch_size))
-        ahead = None  # the next batch decodes while this one runs through the tower
-        for batch in batches:
-            current = ahead if ahead is not None else list(self.decoders.map(pixels_of, batch))
-            upcoming = next(batches, None)
-            ahead = None
-            if upcoming is not None:
-                ahead_futures = [self.decoders.submit(pixels_of, image) for image in upcoming]
-            pixels = torch.stack(current)
+        batches = [images[s : s + self.batch_size] for s in range(0, len(images), self.batch_size)]
+        out = []
+        # Batch i + 1 decodes on the threads while batch i runs through the tower.
+        decoding = [self.decoders.submit(pixels_of, image) for image in batches[0]] if batches else []
+        for index in range(len(batches)):
+            pixels = torch.stack([future.result() for future in decoding])
+            following = batches[index + 1] if index + 1 < len(batches) else []
+            decoding = [self.decoders.submit(pixels_of, image) for image in following]
             out.append(self.model.get_image_features(pixels.to(self.device)).float().cpu())
-            if upcoming is not None:
-                ahead = [future.result() for future in ahead_futures]
         return torch.cat(out)
 
     @torch.no_grad()
