@@ -8,7 +8,9 @@ A deterministic stream of documents, each drawn from one of four kinds:
   general   text that is not about scenes: arithmetic, counting, facts, short stories
   code_switched (off unless weighted)  English descriptions with some words given in the second
             language, in English word order: how multilingual LMs come to share word meanings
-so that the model is a language model of a small world, not a caption model. Its scenes come from a
+With `synonym_share`, the English descriptions give some scene words as their synonyms (demo/synonyms.py):
+words that no caption of CC fine-tuning or vision training contains. All of it so that the model is a
+language model of a small world, not a caption model. Its scenes come from a
 stream of their own ("lm" split seeds), and any scene that shows what a held-out scene shows is dropped
 and counted: held-out scenes are never part of any training.
 """
@@ -45,6 +47,7 @@ from demo.second_language import (
     l2_vocabulary,
     lexicon,
 )
+from demo.synonyms import replace_words, synonym_vocabulary
 from ops.config_schema import check
 from ops.hashing import IN_KEY_WHEN_SET
 
@@ -94,6 +97,9 @@ class LmCorpusConfig:
     # share of an English description's translatable words given in the second language.
     code_switched_weight: float = dataclasses.field(default=0.0, metadata=IN_KEY_WHEN_SET)
     switch_share: float = dataclasses.field(default=0.3, metadata=IN_KEY_WHEN_SET)
+    # Share of the scene words of English descriptions given as their synonym (0: none, and the corpus is
+    # as it was, draw for draw).
+    synonym_share: float = dataclasses.field(default=0.0, metadata=IN_KEY_WHEN_SET)
 
     def __post_init__(self):
         check(len(self.weights) == len(KINDS), "weights", f"one weight per kind {KINDS}", self.weights)
@@ -109,6 +115,7 @@ class LmCorpusConfig:
             self.code_switched_weight >= 0, "code_switched_weight", "zero or more", self.code_switched_weight
         )
         check(0 < self.switch_share <= 1, "switch_share", "in (0, 1]", self.switch_share)
+        check(0 <= self.synonym_share <= 1, "synonym_share", "in [0, 1]", self.synonym_share)
 
 
 @dataclasses.dataclass
@@ -237,7 +244,10 @@ def documents(
         kind = rng.choices(ALL_KINDS, weights=weights)[0]
         stats.documents[kind] += 1
         if kind == "english":
-            yield english_description(next_scene(), rng)
+            text = english_description(next_scene(), rng)
+            if config.synonym_share:
+                text = replace_words(text, lambda word: rng.random() < config.synonym_share)
+            yield text
         elif kind == "l2":
             yield l2_description(next_scene(), rng)
         elif kind == "parallel":
@@ -252,4 +262,4 @@ def vocabulary_lines() -> list[str]:
     """Every word the corpus can use, English and L2, for the tokenizer."""
     general = [*NUMBERS, *NAMES, *TOYS, *PLACES, *FACTS, "plus", "has", "gives", "paints", "now", "wall"]
     general += ["sits", "you", "can", "see", "with", *FUNCTION_WORDS]
-    return [*rich_vocabulary(), *l2_vocabulary(), " ".join(general)]
+    return [*rich_vocabulary(), *l2_vocabulary(), *synonym_vocabulary(), " ".join(general)]

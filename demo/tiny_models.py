@@ -125,7 +125,7 @@ def run_tiny_models(config: TinyModelsConfig, ctx: StageContext) -> StageOutcome
 
 STAGE = StageSpec(
     name="tiny_models",
-    code_version="1",
+    code_version="2",  # 2: the tokenizer's corpus holds the synonyms of the scene words
     config_cls=TinyModelsConfig,
     inputs=("scenes",),
     run=run_tiny_models,

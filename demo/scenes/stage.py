@@ -4,7 +4,7 @@ Output layout (under the stage's artifact directory):
   images/{split}/{key}.jpg               the images the download stage serves over loopback HTTP
   tables/{split}-{shard:05d}.parquet     key, split, image_path, caption, dense_caption,
                                          num_objects, background, paraphrase, caption_l2,
-                                         dense_caption_l2
+                                         dense_caption_l2, dense_caption_syn
   _shards/{split}-{shard:05d}.json       completion marker with the shard's counts
 """
 
@@ -23,6 +23,7 @@ from demo import rich_scenes, second_language
 from demo.lm_corpus import english_description
 from demo.ray_progress import wait_with_progress
 from demo.scenes.table import SPLITS, TABLE_SCHEMA
+from demo.synonyms import synonym_caption
 from ops.artifact_dir import ArtifactDir
 from ops.config_schema import check
 from ops.manifest import StageCounts
@@ -118,6 +119,7 @@ def _basic_row(config: ScenesConfig, split: str, index: int, key: str):
         "paraphrase": None,
         "caption_l2": None,
         "dense_caption_l2": None,
+        "dense_caption_syn": None,
     }
     return row, image
 
@@ -125,9 +127,10 @@ def _basic_row(config: ScenesConfig, split: str, index: int, key: str):
 def _rich_row(config: ScenesConfig, split: str, index: int, key: str):
     scene = rich_scenes.sample_rich_scene(config.seed, split, index, config.family_size, key)
     template = rich_scenes.short_template(config.seed, split, index)
+    dense = rich_scenes.rich_dense_caption(scene)
     row = {
         "caption": rich_scenes.rich_short_caption(scene, template),
-        "dense_caption": rich_scenes.rich_dense_caption(scene),
+        "dense_caption": dense,
         "num_objects": len(scene.objects),
         "background": scene.background,
         "family": index // config.family_size,
@@ -136,6 +139,7 @@ def _rich_row(config: ScenesConfig, split: str, index: int, key: str):
         ),
         "caption_l2": second_language.l2_short_caption(scene, template),
         "dense_caption_l2": second_language.l2_dense_caption(scene),
+        "dense_caption_syn": synonym_caption(dense),
     }
     return row, rich_scenes.render_rich_scene(scene, config.image_size_px)
 
@@ -168,7 +172,7 @@ def run_scenes(config: ScenesConfig, ctx: StageContext) -> StageOutcome:
 
 STAGE = StageSpec(
     name="scenes",
-    code_version="2",  # 2: rich scenes and the second-language columns
+    code_version="3",  # 2: rich scenes and the second-language columns; 3: the synonym caption
     config_cls=ScenesConfig,
     inputs=(),
     run=run_scenes,

@@ -24,6 +24,8 @@ TABLE_SCHEMA = pa.schema(
         ("paraphrase", pa.string()),  # the dense caption reworded and reordered: CRA's other caption
         ("caption_l2", pa.string()),
         ("dense_caption_l2", pa.string()),
+        # The dense caption with every scene word as its synonym (rich only): scored, never trained on.
+        ("dense_caption_syn", pa.string()),
     ]
 )
 

@@ -1,4 +1,4 @@
-"""The long-caption experiment's four arms, each trained identically (plain torch):
+"""The long-caption experiment's four arms, each trained identically:
 
   llm2clip  the vision tower meets the caption-contrastively fine-tuned LLM's features through the adapter
   base_llm  the same, on the base LLM's features (no caption-contrastive fine-tuning)
@@ -6,7 +6,10 @@
   clip_long the same text transformer with the whole caption: separates "length" from "LLM"
 
 Every arm sees the same images, the same batch order and the same original/dense draw for a given seed,
-and the same optimizer and schedule; only the text side differs.
+and the same optimizer and schedule; only the text side differs. The LLM arms train through train_vision's
+production step (pipelines/train_vision/loop.py: train_steps, the loss, clipping, logit-scale clamp and
+schedule a real run uses), fed from memory; the text-tower arms, which train a text transformer too, run
+a loop of their own built from the same optimizer, schedule, loss and clamp.
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from experiments.long_caption.report import KINDS
 from models.llm2clip import LLM2CLIPConfig, LLM2CLIPModel
 from models.text_tower_clip import TextTowerCLIP, TextTowerSpec
 from ops.clip_loss import clip_loss
 from ops.retrieval_metrics import image_text_recalls, top1_hits
-from pipelines.train_vision.loop import VisionLoopSettings, build_optimizer
+from pipelines.train_vision.loop import VisionLoopSettings, build_optimizer, clamp_logit_scale, train_steps
 
 TEXT_TOWER_ARMS = ("clip_77", "clip_long")
-KS = (1, 5)
+RECALL_KS = (1, 5)
 
 
 @dataclasses.dataclass
@@ -113,8 +117,22 @@ def text_features(
     )
 
 
+def batch_plan(size: int, settings: ArmSettings, seed: int):
+    """Each step's (rows, dense): epochs of a seeded permutation, and which rows take the long caption.
+    The same for every arm of a seed."""
+    generator = torch.Generator().manual_seed(seed)
+    batch = min(settings.batch_size, size)
+    order, position = torch.randperm(size, generator=generator), 0
+    for _ in range(settings.max_steps):
+        if position + batch > size:
+            order, position = torch.randperm(size, generator=generator), 0
+        index = order[position : position + batch]
+        position += batch
+        yield index, torch.rand(batch, generator=generator) < settings.dense_ratio
+
+
 def train_arm(arm: str, model, data: CaptionedImages, settings: ArmSettings, seed: int) -> list[float]:
-    """max_steps of symmetric CLIP loss; epochs of a seeded permutation. Returns the loss per step."""
+    """max_steps of symmetric CLIP loss over batch_plan's batches. Returns the loss per step."""
     loop = VisionLoopSettings(
         learning_rate=settings.learning_rate,
         weight_decay=settings.weight_decay,
@@ -123,17 +141,30 @@ def train_arm(arm: str, model, data: CaptionedImages, settings: ArmSettings, see
         max_grad_norm=settings.max_grad_norm,
     )
     optimizer, scheduler = build_optimizer(model, loop)
+    plan, losses = batch_plan(len(data), settings, seed), []
+    if arm not in TEXT_TOWER_ARMS:
+        features = data.llm_features["finetuned" if arm == "llm2clip" else "base"]
+        batches = (
+            (
+                data.pixels[index],
+                torch.where(dense[:, None], features["long"][index], features["short"][index]),
+            )
+            for index, dense in plan
+        )
+        train_steps(
+            model,
+            batches,
+            loop,
+            optimizer,
+            scheduler,
+            0,
+            lambda step, metrics: losses.append(metrics["loss"]),
+            torch.device("cpu"),
+        )
+        return losses
     trainable = [p for p in model.parameters() if p.requires_grad]
-    generator = torch.Generator().manual_seed(seed)
-    batch = min(settings.batch_size, len(data))
-    order, position, losses = torch.randperm(len(data), generator=generator), 0, []
     model.train()
-    for _ in range(settings.max_steps):
-        if position + batch > len(data):
-            order, position = torch.randperm(len(data), generator=generator), 0
-        index = order[position : position + batch]
-        position += batch
-        dense = torch.rand(batch, generator=generator) < settings.dense_ratio
+    for index, dense in plan:
         image = F.normalize(model.get_image_features(data.pixels[index]), dim=-1)
         text = F.normalize(text_features(arm, model, data, index, dense), dim=-1)
         loss = clip_loss(image, text, model.clamped_logit_scale())
@@ -141,6 +172,7 @@ def train_arm(arm: str, model, data: CaptionedImages, settings: ArmSettings, see
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
         optimizer.step()
+        clamp_logit_scale(model)
         scheduler.step()
         losses.append(loss.item())
     return losses
@@ -148,7 +180,7 @@ def train_arm(arm: str, model, data: CaptionedImages, settings: ArmSettings, see
 
 @torch.no_grad()
 def evaluate_arm(arm: str, model, data: CaptionedImages, batch_size: int = 64) -> dict[str, float]:
-    """I2T and T2I recall@k on the held-out images with each kind of caption (short, long, l2), and for
+    """I2T and T2I recall@k on the held-out images with each kind of caption (short, long, l2, syn), and for
     the long captions each image's I2T and T2I top-1 hit (for recall against caption length)."""
     model.eval()
     rows = torch.arange(len(data))
@@ -162,7 +194,7 @@ def evaluate_arm(arm: str, model, data: CaptionedImages, batch_size: int = 64) -
         dim=-1,
     )
     metrics: dict = {}
-    kinds = [k for k in ("short", "long", "l2") if k in next(iter(data.tokens.values()))]
+    kinds = [k for k in KINDS if k in next(iter(data.tokens.values()))]
     for kind in kinds:
         dense = torch.full((len(data),), kind != "short")
         long_kind = "long" if kind == "short" else kind
@@ -179,7 +211,7 @@ def evaluate_arm(arm: str, model, data: CaptionedImages, batch_size: int = 64) -
         )
         # The strict tie rule (ops.retrieval_metrics), kept on purpose: clip_77 cuts siblings' captions to
         # the same 77 tokens, and a tie it cannot break must not count as half a hit.
-        recalls = image_text_recalls(image, text, KS, ties="strict")
+        recalls = image_text_recalls(image, text, RECALL_KS, ties="strict")
         metrics.update({f"{kind}_{name}": value for name, value in recalls.items()})
         if kind == "long":
             similarity = image @ text.T  # hits count ties as misses, as the recalls do

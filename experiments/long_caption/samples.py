@@ -17,6 +17,7 @@ class Sample:
     short: str
     long: str
     l2: str | None  # the second language's dense caption (rich scenes)
+    syn: str | None  # the dense caption with every scene word as its synonym (rich scenes)
     paraphrase: str | None  # the dense caption reworded (rich scenes): CRA's query
     family: str  # scenes sharing a top half; validation is carved by family
 
@@ -43,6 +44,7 @@ def read_samples(shards_uri: str, config: LongCaptionExperimentConfig):
             short=caption_of(sample, ORIGINAL) or "",
             long=long,
             l2=meta.get("dense_caption_l2"),
+            syn=meta.get("dense_caption_syn"),
             paraphrase=meta.get("paraphrase"),
             family=str(family if family is not None else meta.get("scene_key", sample["key"])),
         )
@@ -66,8 +68,9 @@ def captioned(samples: list[Sample], transform, encoders, tokenizer, config):
 
     pixels = torch.stack([eval_transform(decode_rgb(s.jpg), transform) for s in samples])
     texts = {"short": [s.short for s in samples], "long": [s.long for s in samples]}
-    if all(s.l2 for s in samples):
-        texts["l2"] = [s.l2 for s in samples]
+    for kind in ("l2", "syn"):
+        if all(getattr(s, kind) for s in samples):
+            texts[kind] = [getattr(s, kind) for s in samples]
     features, tokens, cut = {}, {}, {}
     with torch.no_grad():
         for name, encoder in encoders.items():
@@ -112,24 +115,46 @@ def llm_cra(encoders, tokenizer, samples: list[Sample], config) -> dict[str, flo
     }
 
 
-def cross_lingual_cra(encoders, tokenizer, samples: list[Sample], config) -> dict[str, float]:
-    """The cross-lingual probe, before any vision training: each second-language dense caption must
-    retrieve its scene's English dense caption among all of them, per LLM (l2_cra_<name>). Run on the
-    validation scenes, so a change to the LM corpus or size is scored without touching held-out ones."""
+PROBES = {"l2": "cross-lingual", "syn": "synonym"}  # caption kind -> its probe's name
+
+
+def knowledge_probe(encoders, tokenizer, samples: list[Sample], kind: str, config) -> dict[str, float]:
+    """A probe of what the LLMs know, before any vision training: each `kind` caption ('l2': the second
+    language's dense caption; 'syn': the dense caption in synonyms) must retrieve its scene's English
+    dense caption among all of them, per LLM ({kind}_cra_<name>, and centered). Run on the validation
+    scenes, so a change to the LM corpus or size is scored without touching held-out ones."""
     from ops.retrieval_metrics import caption_retrieval_accuracy
 
-    pairs = [(s.l2, s.long) for s in samples if s.l2]
+    pairs = [(getattr(s, kind), s.long) for s in samples if getattr(s, kind)]
     if len(pairs) < 2:
         return {}
     queries, keys = (list(x) for x in zip(*pairs))
     scores = {}
     for name, first, second in _encoded_pairs(encoders, tokenizer, queries, keys, config):
-        scores[f"l2_cra_{name}"] = caption_retrieval_accuracy(first, second)
-        # Each language's mean removed: a small LM's pooled features share one large direction, under
-        # which one key wins every query (CRA exactly 1/N) whatever the content says.
+        scores[f"{kind}_cra_{name}"] = caption_retrieval_accuracy(first, second)
+        # Each side's mean removed: a small LM's pooled features share one large direction, under which
+        # one key wins every query (CRA exactly 1/N) whatever the content says.
         centered = caption_retrieval_accuracy(first - first.mean(0), second - second.mean(0))
-        scores[f"l2_cra_centered_{name}"] = centered
+        scores[f"{kind}_cra_centered_{name}"] = centered
     return scores
+
+
+def unseen_token_shares(tokenizer, trained: list[Sample], scored: list[Sample]) -> dict[str, float]:
+    """Per caption kind scored ('l2', 'syn'): the share of its tokens (of the `scored` samples) that no
+    caption of the `trained` samples holds, i.e. that neither CC fine-tuning (alt-text, dense caption,
+    paraphrase) nor vision training (alt-text, dense caption) ever saw."""
+    seen: set[int] = set()
+    for sample in trained:
+        for text in (sample.short, sample.long, sample.paraphrase):
+            if text:
+                seen.update(tokenizer(text, add_special_tokens=False)["input_ids"])
+    shares = {}
+    for kind in PROBES:
+        texts = [getattr(s, kind) for s in scored if getattr(s, kind)]
+        ids = [i for text in texts for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+        if ids:
+            shares[f"{kind}_unseen_token_share"] = sum(i not in seen for i in ids) / len(ids)
+    return shares
 
 
 def load_encoders(tuned_uri: str, base_uri: str, random_uri: str):

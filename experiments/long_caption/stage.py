@@ -4,9 +4,11 @@ captions usable for CLIP training, as LLM2CLIP claims?
 On synthetic scenes (dense captions: the generator's ground truth), four arms train the same vision
 tower (see experiments/long_caption/arms.py) over several seeds; each is scored on the held-out scenes (and
 a validation split of the training families) with their short alt-text captions, their long dense ones
-and, for rich scenes, the second language's dense ones. Writes results.json (every arm and seed),
-summary.json (mean and std over seeds), claims.json (the paper's claims, checked), table.md and the
-plots (experiments/long_caption/report.py); all go to the stage's MLflow run.
+and, for rich scenes, the second language's dense ones and the dense ones in synonyms. Before any vision
+training, two probes score what each LLM knows (second language -> English, synonyms -> canonical). Writes
+results.json (every arm and seed), summary.json (mean and std over seeds), claims.json (the paper's
+claims, checked), table.md and the plots (experiments/long_caption/report.py); all go to the stage's
+MLflow run.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from experiments.long_caption.report import (
     table_markdown,
 )
 from experiments.long_caption.samples import (
+    PROBES,
     captioned,
-    cross_lingual_cra,
+    knowledge_probe,
     llm_cra,
     load_encoders,
     read_samples,
     split_validation,
+    unseen_token_shares,
 )
 from ops.config_schema import settings_from
 from ops.manifest import StageCounts, count_reasons
@@ -66,7 +70,7 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
         tiny.child_uri("llm"),
     )
     cra = llm_cra(encoders, tokenizer, held_samples, config)
-    cross_lingual = cross_lingual_cra(encoders, tokenizer, validation_samples, config)
+    probes = {kind: knowledge_probe(encoders, tokenizer, validation_samples, kind, config) for kind in PROBES}
     arm_encoders = {name: encoders[name] for name in ("finetuned", "base")}
     train, _ = captioned(fit_samples, transform, arm_encoders, tokenizer, config)
     held_out, cut = captioned(held_samples, transform, arm_encoders, tokenizer, config)
@@ -91,7 +95,14 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
     def log_row(row: dict) -> None:
         shown = [
             m
-            for m in ("short_i2t_r1", "long_i2t_r1", "long_t2i_r1", "l2_i2t_r1", "val_long_i2t_r1")
+            for m in (
+                "short_i2t_r1",
+                "long_i2t_r1",
+                "long_t2i_r1",
+                "l2_i2t_r1",
+                "syn_i2t_r1",
+                "val_long_i2t_r1",
+            )
             if m in row
         ]
         print(
@@ -133,14 +144,15 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
         if len(long_lengths) > 1
         else long_lengths,
         "max_tokens": config.clip_max_tokens,
+        **unseen_token_shares(tokenizer, all_train, held_samples),
     }
-    table = table_markdown(summary, claims, config.seeds, sizes, cra, cross_lingual)
+    table = table_markdown(summary, claims, config.seeds, sizes, cra, probes)
     artifact = ctx.artifact
     artifact.write_json_atomic(
         "results.json", [{k: v for k, v in r.items() if not k.endswith("_hits")} for r in results]
     )
     artifact.write_json_atomic(
-        "summary.json", {"summary": summary, "sizes": sizes, "cra": cra, "cross_lingual": cross_lingual}
+        "summary.json", {"summary": summary, "sizes": sizes, "cra": cra, "probes": probes}
     )
     artifact.write_json_atomic("claims.json", claims)
     artifact.write_json_atomic("recall_by_length.json", curves)
@@ -163,7 +175,9 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
     }
     metrics.update({f"claim_{i}_holds": float(c["holds"]) for i, c in enumerate(claims)})
     metrics.update(cra)
-    metrics.update(cross_lingual)
+    for scores in probes.values():
+        metrics.update(scores)
+    metrics.update({name: value for name, value in sizes.items() if name.endswith("_unseen_token_share")})
     metrics.update({"long_captions_cut_share": cut["long"], "experiment_s": time.perf_counter() - started})
     metrics.update({"encode_s": encoded_s, "runs_s": runs_s})
     kept = len(all_train) + len(held_samples)
@@ -175,7 +189,7 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
         "claims": claims,
         "sizes": sizes,
         "cra": cra,
-        "cross_lingual": cross_lingual,
+        "probes": probes,
         "arms": list(config.arms),
         "seeds": list(config.seeds),
     }
@@ -197,8 +211,9 @@ STAGE = StageSpec(
     # 2: clip_long, second-language captions, CRA of three LLMs, validation split; 3: runs as Ray tasks of
     # cpus_per_run threads, text towers take short and long captions apart (float sums may differ);
     # 4: recall by length counts ties as misses, as the table does (argmax gave ties to the first row);
-    # 5: held-out images resized as CLIPImageProcessor does; 6: the cross-lingual probe (validation scenes)
-    code_version="6",
+    # 5: held-out images resized as CLIPImageProcessor does; 6: the cross-lingual probe (validation scenes);
+    # 7: synonym captions and probe, (D) against the text towers, LLM arms on train_vision's step
+    code_version="7",
     config_cls=LongCaptionExperimentConfig,
     inputs=("download", "tiny_models", "lm_pretrain", "finetune_text"),
     run=run_long_caption_experiment,

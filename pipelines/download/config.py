@@ -15,9 +15,10 @@ SCREENED_OUT = "screened_out.parquet"  # outside input/, whose every parquet fil
 # img2dataset's defaults: images whose X-Robots-Tag carries one of these are not downloaded.
 OPT_OUT_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
 SCENE_COLUMNS = ("scene_key", "split", "dense_caption")
-# Rich scenes' extra captions (a paraphrase of the dense caption, the second language's captions), kept in
-# each sample's json when the scenes have them; basic scenes (the demo) have none and add no column.
-RICH_SCENE_COLUMNS = ("family", "paraphrase", "caption_l2", "dense_caption_l2")
+# Rich scenes' extra captions (a paraphrase of the dense caption, the second language's captions, the
+# synonym caption), kept in each sample's json when the scenes have them; basic scenes (the demo) have
+# none and add no column.
+RICH_SCENE_COLUMNS = ("family", "paraphrase", "caption_l2", "dense_caption_l2", "dense_caption_syn")
 # img2dataset writes these itself and refuses them as extra columns.
 RESERVED_COLUMNS = (
     "key",

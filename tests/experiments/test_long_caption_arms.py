@@ -111,3 +111,44 @@ def test_runs_as_ray_tasks_equal_runs_in_this_process_in_seed_then_arm_order(tin
     assert rows == here
     assert all(row["loss_last"] != row["loss_first"] for row in rows)
     assert {"long_i2t_r1", "val_short_t2i_r5", "long_i2t_hits"} <= set(rows[0])
+
+
+def test_llm_arms_train_through_the_production_step_and_every_arm_clamps_the_logit_scale(tiny_setup):
+    """The llm2clip arm's losses are train_vision's train_steps on the arm's batches (the claims vouch for
+    the step users run); every arm holds the logit scale itself at ln 100, as the production step does."""
+    import math
+
+    from experiments.long_caption.arms import batch_plan, train_arm
+    from pipelines.train_vision.loop import VisionLoopSettings, build_optimizer, train_steps
+
+    tokenizer, tower, settings, train, _ = tiny_setup
+    production = build_arm("llm2clip", tower, train, settings, tokenizer, 3)
+    loop = VisionLoopSettings(
+        settings.learning_rate, settings.weight_decay, settings.warmup_steps, settings.max_steps, 1.0
+    )
+    optimizer, scheduler = build_optimizer(production, loop)
+    features, expected = train.llm_features["finetuned"], []
+    batches = (
+        (train.pixels[i], torch.where(dense[:, None], features["long"][i], features["short"][i]))
+        for i, dense in batch_plan(len(train), settings, 3)
+    )
+    train_steps(
+        production,
+        batches,
+        loop,
+        optimizer,
+        scheduler,
+        0,
+        lambda step, metrics: expected.append(metrics["loss"]),
+        torch.device("cpu"),
+    )
+    arm = build_arm("llm2clip", tower, train, settings, tokenizer, 3)
+    assert train_arm("llm2clip", arm, train, settings, 3) == expected
+    assert len(expected) == settings.max_steps
+
+    for name in ("llm2clip", "clip_long"):
+        model = build_arm(name, tower, train, settings, tokenizer, 0)
+        with torch.no_grad():
+            model.logit_scale.fill_(5.0)  # above ln 100 = 4.605: the forward clamps, the step must too
+        train_arm(name, model, train, settings, 0)
+        assert model.logit_scale.item() <= math.log(100) + 1e-6, name

@@ -1,12 +1,13 @@
-"""The cross-lingual probe as a quick loop, for tuning the LM corpus on validation scenes only: pretrain the
-experiment's tiny LLM on the corpus with the given levers, then score how well each second-language dense
-caption retrieves its English one (CRA, mean-pooled, bidirectional, as the experiment's probe), on fresh
-rich scenes of a "probe-val" stream (neither the scenes stage's splits nor the held-out scenes).
+"""The experiment's knowledge probes as a quick loop, for tuning the LM corpus on validation scenes only:
+pretrain the experiment's tiny LLM on the corpus with the given levers, then score how well each
+second-language dense caption (cross-lingual) and each dense caption in synonyms (synonym) retrieves its
+English one (CRA, mean-pooled, bidirectional, as the experiment's probes), on fresh rich scenes of a
+"probe-val" stream (neither the scenes stage's splits nor the held-out scenes).
 
-    python -m bench.cross_lingual_probe --llm RUN/tiny_models/<key>/llm --steps 300 \
-        --code-switched-weight 0.2 --switch-share 0.3 --json out.json
+    python -m bench.knowledge_probe --llm RUN/tiny_models/<key>/llm --steps 300 \
+        --code-switched-weight 0.2 --switch-share 0.3 --synonym-share 0.3 --json out.json
 
-Prints the random-init and the pretrained LLM's probe CRA and the validation perplexity; no vision
+Prints the random-init and the pretrained LLM's probe CRAs and the validation perplexity; no vision
 training, so one setting costs the pretraining alone (~1-3 min on 2 cores at the recipe's 300 steps).
 """
 
@@ -21,26 +22,30 @@ import time
 import torch
 
 
-def probe_cra(model, tokenizer, scenes: int, batch_size: int = 32) -> dict[str, float]:
+def probe_cra(model, tokenizer, scenes: int, batch_size: int = 32) -> dict[str, dict[str, float]]:
     """raw: cosine of the pooled features as they are; centered: each language's mean feature removed
     first. Mean-pooled features of a small LM share one large direction, so under raw cosine one key can
     win every query (hubness: CRA 1/N exactly), which says nothing about whether the content aligns."""
     from demo import rich_scenes
     from demo.second_language import l2_dense_caption
+    from demo.synonyms import synonym_caption
     from models.text_encoder import LLMTextEncoder, TextEncoderConfig
     from ops.retrieval_metrics import caption_retrieval_accuracy
 
     rows = [rich_scenes.sample_rich_scene(0, "probe-val", i, 4, f"probe-val-{i}") for i in range(scenes)]
     encoder = LLMTextEncoder(model.eval(), TextEncoderConfig(max_length=320))
+    english = [rich_scenes.rich_dense_caption(s) for s in rows]
+    queries = {"l2": [l2_dense_caption(s) for s in rows], "syn": [synonym_caption(t) for t in english]}
+    scores = {}
     with torch.no_grad():
-        l2 = encoder.encode(tokenizer, [l2_dense_caption(s) for s in rows], batch_size=batch_size).float()
-        english = encoder.encode(
-            tokenizer, [rich_scenes.rich_dense_caption(s) for s in rows], batch_size=batch_size
-        ).float()
-    return {
-        "raw": caption_retrieval_accuracy(l2, english),
-        "centered": caption_retrieval_accuracy(l2 - l2.mean(0), english - english.mean(0)),
-    }
+        keys = encoder.encode(tokenizer, english, batch_size=batch_size).float()
+        for kind, texts in queries.items():
+            query = encoder.encode(tokenizer, texts, batch_size=batch_size).float()
+            scores[kind] = {
+                "raw": caption_retrieval_accuracy(query, keys),
+                "centered": caption_retrieval_accuracy(query - query.mean(0), keys - keys.mean(0)),
+            }
+    return scores
 
 
 def main() -> None:
@@ -59,6 +64,7 @@ def main() -> None:
     )
     parser.add_argument("--code-switched-weight", type=float, default=0.0)
     parser.add_argument("--switch-share", type=float, default=0.3)
+    parser.add_argument("--synonym-share", type=float, default=0.0)
     parser.add_argument("--scenes", type=int, default=256, help="probe-val scenes scored")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="")
@@ -78,6 +84,7 @@ def main() -> None:
         weights=tuple(args.weights),
         code_switched_weight=args.code_switched_weight,
         switch_share=args.switch_share,
+        synonym_share=args.synonym_share,
     )
     settings = PretrainSettings(
         args.steps, args.batch_size, args.seq_len, args.lr, 0.01, 30, 1.0, args.steps, 8
@@ -100,10 +107,10 @@ def main() -> None:
     losses = pretrain(model, train, validation, settings, lambda step, metrics: None)
     pretrained = probe_cra(model.base_model, tokenizer, args.scenes)
     result = {
-        "bench": "cross_lingual_probe",
+        "bench": "knowledge_probe",
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "llm")},
-        "l2_cra_random_init": random_init,
-        "l2_cra_pretrained": pretrained,
+        **{f"{kind}_cra_random_init": scores for kind, scores in random_init.items()},
+        **{f"{kind}_cra_pretrained": scores for kind, scores in pretrained.items()},
         "chance": 1 / args.scenes,
         "validation_perplexity": math.exp(losses["final_validation_loss"]),
         "validation_perplexity_before": math.exp(
