@@ -26,10 +26,10 @@ from workflows.recipe import Recipe, ResourcesConfig, load_recipe
 from workflows.registry import CHAIN
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "workflows/full.py") -> argparse.ArgumentParser:
     stage_names = ", ".join(spec.name for spec in CHAIN)
     parser = argparse.ArgumentParser(
-        prog="workflows/full.py",
+        prog=prog,
         description="Run the LLM2CLIP stage chain of a recipe, reusing cached stage artifacts.",
         epilog=f"Stages, in order: {stage_names}. Tracking: MLflow (MLFLOW_TRACKING_URI, else "
         "sqlite:///<artifacts>/mlflow.db). Under `ray job submit` the job joins that cluster; run "
@@ -84,8 +84,8 @@ def format_resources(resources: ResourcesConfig) -> str:
     return head + "\n" + format_table(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "workflows/full.py") -> int:
+    args = build_parser(prog).parse_args(argv)
     artifact_root = args.artifacts if "://" in args.artifacts else str(Path(args.artifacts).resolve())
     try:
         recipe = load_recipe(args.config, CHAIN, tuple(args.overrides))

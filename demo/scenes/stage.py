@@ -39,8 +39,8 @@ class ScenesConfig:
     samples_per_shard: int = 128  # scenes per shard (one Ray task and one completion marker each)
     image_size_px: int = 96  # side of the square images, in pixels
     max_objects: int = 4  # basic scenes: objects per scene are drawn from 1..max_objects
-    # basic: a 3x3 grid, short dense captions (the demo). rich: a 4x4 grid of 4-8 objects with fill
-    # patterns, dense captions of ~110-260 tokens, and second-language captions (demo/rich_scenes.py).
+    # basic: a 3x3 grid, short dense captions (the demo). rich: a 3x3 grid of 3-7 objects with fill
+    # patterns, dense captions of ~120-290 tokens, second-language and synonym captions (demo/rich_scenes.py).
     detail: str = "basic"
     family_size: int = 1  # rich scenes: siblings share their top half, so only the caption's tail differs
     jpeg_quality: int = 90  # PIL JPEG quality, 1..95

@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,8 @@ README = REPO_ROOT / "README.md"
 # Each command of the block -> whether it runs for real ("run") or as a plan ("dry-run").
 DEMO = "python workflows/full.py --config configs/demo.yaml"
 HOW = {
-    DEMO: "run",  # every stage cached: seconds
+    "llm2clip run --config configs/demo.yaml": "run",  # the console script; every stage cached: seconds
+    DEMO: "run",
     f"{DEMO} --dry-run": "run",
     f"{DEMO} --set scenes.num_train=64 --set tiny_models.seed=1": "dry-run",
     f"{DEMO} --only evaluate": "dry-run",
@@ -52,14 +54,18 @@ def root(demo_root, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("command", list(HOW))
 def test_readme_command_runs(command, root, ray_cluster):
-    python, script, *arguments = shlex.split(command)
-    assert python == "python"
+    program, *arguments = shlex.split(command)
+    if program == "llm2clip":  # the console script pip installed beside the interpreter
+        launch = [str(Path(sys.executable).with_name("llm2clip")), arguments.pop(0)]
+    else:
+        assert program == "python"
+        launch = [sys.executable, arguments.pop(0)]
     small = [word for assignment in SMALL_DEMO for word in ("--set", assignment)]
     extra = ["--dry-run"] if HOW[command] == "dry-run" else []
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["RAY_ADDRESS"] = ray_cluster.address  # a command that runs a stage joins the suite's cluster
     result = subprocess.run(
-        [sys.executable, script, "--artifacts", str(root), *small, *arguments, *extra],
+        [*launch, "--artifacts", str(root), *small, *arguments, *extra],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

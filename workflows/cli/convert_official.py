@@ -24,9 +24,9 @@ if __package__ in (None, ""):
 from workflows.plan import format_table
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "workflows/cli/convert_official.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="workflows/cli/convert_official.py",
+        prog=prog,
         description="An official LLM2CLIP vision checkpoint (e.g. microsoft/LLM2CLIP-Openai-L-14-336) "
         "as this project's export folder.",
     )
@@ -51,12 +51,12 @@ def _local_checkpoint(reference: str, stack) -> Path:
     return Path(snapshot_download(reference, allow_patterns=["*.json", "*.safetensors"]))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "workflows/cli/convert_official.py") -> int:
     import contextlib
 
     from models.official_llm2clip import convert_official, converted_config, map_keys, read_shapes
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     if not args.dry_run and not args.output:
         print("convert_official: --output is required (or --dry-run)", file=sys.stderr)
         return 2

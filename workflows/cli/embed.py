@@ -22,9 +22,9 @@ from ops.config_schema import ConfigError
 from workflows.cli.standalone import add_settings_arguments, run_stage_cli
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "workflows/cli/embed.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="workflows/cli/embed.py",
+        prog=prog,
         description="Embed every caption of a webdataset shard folder with a frozen text encoder (Ray Data).",
         epilog="Settings are the recipe's embed section (pipelines/embed/config.py: EmbedConfig), e.g. "
         "--set caption_fields='[original, dense]' --set dtype=float32 --set num_actors=4 --set use_gpu=true.",
@@ -39,10 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "workflows/cli/embed.py") -> int:
     from pipelines.embed.stage import STAGE, embed_shards
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
 
     def validate(config) -> None:
         dense_from_recaption = config.dense_caption_source == "recaption" and "dense" in config.caption_fields

@@ -23,9 +23,9 @@ from ops.config_schema import ConfigError
 from workflows.cli.standalone import add_settings_arguments, run_stage_cli
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "workflows/cli/evaluate.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="workflows/cli/evaluate.py",
+        prog=prog,
         description="Retrieval (R@1/5/10, CRA) and zero-shot accuracy of an exported LLM2CLIP model.",
         epilog="Benchmark formats: karpathy (COCO, Flickr30k), caption_folders (Urban-1k), sharegpt4v, "
         "docci, xm3600, caption_tsv (COCO-CN, Flickr30k-CN); zero_shot: ImageNet-style class folders.",
@@ -37,10 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "workflows/cli/evaluate.py") -> int:
     from pipelines.evaluate.stage import STAGE, score
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
 
     def validate(config) -> None:
         if any(b.format.startswith("scenes_") for b in config.benchmarks):

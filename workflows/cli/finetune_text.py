@@ -23,9 +23,9 @@ from ops.config_schema import ConfigError
 from workflows.cli.standalone import add_settings_arguments, run_stage_cli
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "workflows/cli/finetune_text.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="workflows/cli/finetune_text.py",
+        prog=prog,
         description="Caption-contrastive fine-tuning of an LLM on a shard folder's captions (Ray Train).",
         epilog="Settings are the recipe's finetune_text section (pipelines/finetune_text/config.py: "
         "FinetuneTextConfig), e.g. --set max_steps=4000 --set num_workers=8 --set use_gpu=true.",
@@ -76,11 +76,11 @@ def pairs_as_status_tables(table: str, config, ctx):
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "workflows/cli/finetune_text.py") -> int:
     from ops.artifact_dir import ArtifactDir
     from pipelines.finetune_text.stage import STAGE, finetune_on
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
 
     def validate(config) -> None:
         if config.dense_caption_source == "recaption" and not args.recaptions:

@@ -19,9 +19,9 @@ if __package__ in (None, ""):
 from workflows.cli.standalone import add_settings_arguments, run_stage_cli
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "workflows/cli/recaption.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="workflows/cli/recaption.py",
+        prog=prog,
         description="Dense-caption every image of a webdataset shard folder with a VLM (vLLM via Ray Data).",
         epilog="Settings are the recipe's recaption section (pipelines/recaption/config.py: "
         "RecaptionConfig), e.g. --set prompt_id=short --set max_tokens=128 --set device=gpu "
@@ -36,10 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "workflows/cli/recaption.py") -> int:
     from pipelines.recaption.stage import STAGE, recaption_shards
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
 
     def summary(outcome, output) -> str:
         counts = outcome.counts

@@ -21,9 +21,9 @@ if __package__ in (None, ""):
 from workflows.cli.standalone import add_settings_arguments, run_stage_cli
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "workflows/cli/train_vision.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="workflows/cli/train_vision.py",
+        prog=prog,
         description="CLIP vision tower + LLM2CLIP adapter against precomputed caption features (Ray Train).",
         epilog="Settings are the recipe's train_vision section (pipelines/train_vision/config.py: "
         "TrainVisionConfig), e.g. --set max_steps=30000 --set num_workers=8 --set use_gpu=true.",
@@ -40,11 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "workflows/cli/train_vision.py") -> int:
     from ops.artifact_dir import ArtifactDir
     from pipelines.train_vision.stage import STAGE, train_on
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
 
     def summary(outcome, output) -> str:
         return f"trained on {int(outcome.metrics['num_train_samples'])} samples -> {output.uri}/export"
