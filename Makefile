@@ -17,7 +17,7 @@ PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 ARTIFACTS ?= artifacts
 PYTEST_ARGS ?=
 
-.PHONY: venv browser demo test bench lint clean-venv
+.PHONY: venv browser demo test bench lint clean-venv gpu-wheels
 
 venv: $(STAMP)
 
@@ -53,6 +53,17 @@ browser:
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all
+
+# The wheels a bare GPU machine needs for bench/gpu_shakedown.py (docs/benchmarks.md): the Hugging Face
+# packages at the versions this venv tests with (the machine has its own torch, timm, peft, pyarrow),
+# for CPython 3.12 on x86-64 Linux, into the ignored .whl/ that travels with the working tree.
+GPU_WHEEL_PACKAGES = transformers huggingface_hub tokenizers peft safetensors
+gpu-wheels: $(STAMP)
+	rm -rf .whl && mkdir -p .whl
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl $$($(PY) -c "import importlib.metadata as m; print(' '.join(f'{n}=={m.version(n)}' for n in '$(GPU_WHEEL_PACKAGES)'.split()))")
+	@ls .whl && du -sh .whl
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -17,7 +17,7 @@ import argparse
 import itertools
 import time
 
-from bench.paper_shapes import H100_BF16_TFLOPS, llm2clip_config, loader_feed
+from bench.paper_shapes import llm2clip_config, loader_feed, peak_bf16_tflops
 from bench.result import default_json, machine, write_result
 
 # train_vision's GPU options, each timed in a row of its own
@@ -182,7 +182,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="toy sizes (a code-path check, e.g. on CPU)")
-    parser.add_argument("--peak-tflops", type=float, default=H100_BF16_TFLOPS)
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="default: the GPU's dense bf16 peak, by its name"
+    )
     parser.add_argument("--vision-batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument(
@@ -216,6 +218,10 @@ def main() -> None:
         device = torch.device(args.device)
         if device.type == "cuda":
             described += f", {torch.cuda.get_device_name(device)}"
+            args.peak_tflops = args.peak_tflops or peak_bf16_tflops(torch.cuda.get_device_name(device))
+            if args.peak_tflops is None:
+                raise SystemExit(f"{torch.cuda.get_device_name(device)}: peak unknown; give --peak-tflops")
+        args.peak_tflops = args.peak_tflops or 1.0  # CPU at --tiny: a code path, not a measurement
         plain = vision_mfu(device, args.tiny, args.vision_batch, args.steps, args.peak_tflops)
 
         def variant(**how) -> dict:  # the same step with one change, against the plain step's FLOPs

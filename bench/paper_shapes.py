@@ -6,6 +6,26 @@ from __future__ import annotations
 import io
 
 H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM
+# Dense bf16 peaks (TFLOP/s, no sparsity) by the name torch.cuda.get_device_name reports; the first
+# entry whose key the name contains wins, so the PCIe and NVL parts come before the plain names.
+BF16_DENSE_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),
+    ("H200", 989.0),
+    ("GH200", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("A10G", 125.0),
+    ("L4", 121.0),
+)
+
+
+def peak_bf16_tflops(device_name: str) -> float | None:
+    """The GPU's dense bf16 peak from its reported name; None for a GPU the table does not know (then no
+    MFU is reported rather than one against a guessed peak)."""
+    return next((peak for key, peak in BF16_DENSE_TFLOPS if key in device_name), None)
 
 
 def llm2clip_config(tiny: bool):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 
 from ops.manifest import StageCounts, merge_shard_stats
+from ops.progress import ShardProgress
 from ops.stage import StageContext, StageOutcome, StageSpec
 from ops.webdataset_io import list_shards, shard_id_of
 from pipelines.embed.config import EmbedConfig, embed_inputs
@@ -33,7 +34,6 @@ def embed_shards(
 ) -> StageOutcome:
     """Embed every shard that has no completion marker yet; then summarise from all markers."""
     import ray
-    from tqdm.auto import tqdm
 
     started = time.perf_counter()
     tar_paths = list_shards(shards_uri)
@@ -55,14 +55,14 @@ def embed_shards(
             num_cpus=config.num_cpus_per_actor,
             num_gpus=1 if config.use_gpu else 0,
         )
-        with tqdm(total=len(pending), desc="embed", unit="shard") as bar:
-            for row in results.iter_rows():
-                captions_now += int(row["num_captions"])
-                bar.update(1)
-                ctx.log_metrics(
-                    {"shard_captions_per_s": row["num_captions"] / max(row["seconds"], 1e-9)},
-                    int(row["shard"]),
-                )
+        progress = ShardProgress("embed", len(pending), "captions")
+        for row in results.iter_rows():
+            captions_now += int(row["num_captions"])
+            progress.shard_done(str(row["shard"]), int(row["num_captions"]))
+            ctx.log_metrics(
+                {"shard_captions_per_s": row["num_captions"] / max(row["seconds"], 1e-9)},
+                int(row["shard"]),
+            )
     elapsed = time.perf_counter() - started
     return summarize(ctx, tar_paths, encoder_uri, config, captions_now, elapsed)
 

@@ -11,6 +11,7 @@ import torch
 
 from ops.artifact_dir import ArtifactDir
 from ops.config_schema import settings_from
+from ops.progress import StepProgress
 from ops.stage import StageContext
 from pipelines.finetune_text.config import FinetuneTextConfig
 from pipelines.ray_train import RunLinks, fit_in_artifact, job_of, run_links
@@ -95,6 +96,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, float] | None:
 
     autocast = torch.bfloat16 if (config.use_gpu and config.bf16) else None
     pending: list[tuple[int, dict[str, float]]] = []
+    progress = StepProgress("finetune_text", start_step, config.max_steps, "pairs")
 
     def checkpoint_state(step: int) -> dict[str, Any]:
         return {
@@ -106,6 +108,8 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, float] | None:
 
     def on_step(step: int, metrics: dict[str, float]) -> None:
         pending.append((step, metrics))
+        if rank == 0:
+            progress.step(step, metrics["loss"], config.batch_size_per_worker * world)
         final = step >= config.max_steps
         checkpoint_now = step % config.checkpoint_every_steps == 0 or final
         # Flushed before every checkpoint too: the steps a checkpoint covers are in MLflow before it is
@@ -121,6 +125,8 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, float] | None:
                 lambda: checkpoint_state(step),
                 rank,
             )
+            if rank == 0:
+                progress.checkpoint(step)
 
     loop_started = time.perf_counter()
     # From the checkpoint's step on, the batches an uninterrupted run would see (step -> rows).

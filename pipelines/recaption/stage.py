@@ -20,6 +20,7 @@ from models.captioner_prompts import render_prompt
 from ops.artifact_dir import ArtifactDir
 from ops.manifest import StageCounts, merge_shard_stats
 from ops.model_files import local_model
+from ops.progress import ShardProgress
 from ops.stage import StageContext, StageOutcome, StageSpec
 from ops.webdataset_io import list_shards, shard_id_of
 from pipelines.recaption.config import RecaptionConfig, recaption_inputs
@@ -54,6 +55,8 @@ def recaption_shards(config: RecaptionConfig, shards_uri: str, model: str, ctx: 
         rows = ray.data.from_items([{"tar_path": p} for p in pending]).flat_map(ShardRows(shards_uri))
         captioned = build_caption_processor(config, model, prompt)(rows)
         buffers: dict[str, list[dict]] = defaultdict(list)
+        total = sum(expected[shard_id_of(p)] for p in pending)
+        progress = ShardProgress("recaption", len(pending), "images", total_rows=total)
         for row in captioned.iter_rows():
             shard = row["shard"]
             buffers[shard].append(row)
@@ -61,6 +64,7 @@ def recaption_shards(config: RecaptionConfig, shards_uri: str, model: str, ctx: 
                 stats = write_shard(artifact, shard, buffers.pop(shard), config, model)
                 generated_now += stats["generated_tokens"]
                 images_now += stats["num_in"]
+                progress.shard_done(shard, stats["num_in"])
                 ctx.log_metrics({"shard_acceptance": stats["num_out"] / max(stats["num_in"], 1)}, int(shard))
         if buffers:
             got = {shard: len(rows) for shard, rows in buffers.items()}

@@ -11,6 +11,7 @@ import torch
 
 from ops.artifact_dir import ArtifactDir
 from ops.config_schema import settings_from
+from ops.progress import StepProgress
 from ops.stage import StageContext
 from pipelines.ray_train import RunLinks, fit_in_artifact, job_of, run_links
 from pipelines.train_vision.config import TrainVisionConfig
@@ -103,17 +104,23 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         return evaluate(model, held_out, device, config.eval_batch_size, autocast)
 
     clock = {"last": time.perf_counter(), "loop_started": time.perf_counter()}
+    progress = StepProgress("train_vision", start_step, config.max_steps, "images")
 
     def on_step(step: int, metrics: dict[str, float]) -> None:
         now = time.perf_counter()
-        images_per_s = metrics.pop("images") * world / max(now - clock["last"], 1e-9)
+        images = metrics.pop("images") * world
+        images_per_s = images / max(now - clock["last"], 1e-9)
         clock["last"] = now
+        if rank == 0:
+            progress.step(step, metrics["loss"], images)
         final = step >= config.max_steps
         if step % LOG_EVERY_STEPS == 0 or final:
             logged = {**metrics, "images_per_s": images_per_s}
             metrics_log.log({f"train_{k}": v for k, v in logged.items()}, step)
         if rank == 0 and config.eval_every_steps and step % config.eval_every_steps == 0 and not final:
-            metrics_log.log({f"eval_{k}": v for k, v in evaluate_now().items()}, step)
+            scores = evaluate_now()
+            progress.evaluated(step, scores)
+            metrics_log.log({f"eval_{k}": v for k, v in scores.items()}, step)
         if step % config.checkpoint_every_steps == 0 or final:
             positions = [dataclasses.asdict(position)]
             if world > 1:  # every worker's data position goes into rank 0's checkpoint
@@ -129,6 +136,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                 lambda: training_state(model, optimizer, scheduler, step, positions, master),
                 rank,
             )
+            if rank == 0:
+                progress.checkpoint(step)
 
     train_steps(model, batches, loop, optimizer, scheduler, start_step, on_step, device, autocast, master)
     undecodable = [position.undecodable]
@@ -139,6 +148,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         met = {tuple(e) for entries in undecodable for e in entries} | set(held_out.undecodable)
         write_undecodable(ArtifactDir(job.links.artifact_uri), sorted(met))
         final = evaluate_now()
+        progress.evaluated(config.max_steps, final)
         metrics_log.log({f"eval_{k}": v for k, v in final.items()}, config.max_steps)
         artifact = ArtifactDir(job.links.artifact_uri)
         artifact.write_json_atomic("eval.json", final)

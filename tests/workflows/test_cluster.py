@@ -5,6 +5,7 @@ demo_job). These tests check where the work ran, what landed in the store, and w
 from __future__ import annotations
 
 import json
+import re
 
 from mlflow.tracking import MlflowClient
 
@@ -74,3 +75,22 @@ def test_mlflow_server_holds_the_runs_and_the_store_holds_their_artifacts(demo_j
     for stage, run in stages.items():
         path = f"{object_store.bucket}/mlflow-artifacts/{experiment.experiment_id}/{run.info.run_id}"
         assert f"{path}/artifacts/manifest.json" in stored, stage
+
+
+def test_the_job_log_shows_each_stages_progress(demo_job):
+    """What `ray job logs` shows while the job runs: rank 0's step lines of both trainers (with rate, ETA,
+    checkpoints and held-out scores) and a line per finished shard of recaption and embed."""
+    output = demo_job.output
+    for stage, unit in (("finetune_text", "pairs"), ("train_vision", "images")):
+        steps = re.findall(
+            rf"\[{stage}\] step (\d+)/(\d+) \(\d+%\): loss [\d.]+, [\d,.]+ {unit}/s, "
+            r"elapsed \d+:\d\d:\d\d, ETA \d+:\d\d:\d\d",
+            output,
+        )
+        assert steps, f"no progress line of {stage} in the job's log"
+        assert steps[-1][0] == steps[-1][1], f"{stage}'s last line is not its last step: {steps[-1]}"
+        assert f"[{stage}] step {steps[-1][1]}: checkpoint saved" in output
+    assert re.search(r"\[train_vision\] step \d+: held-out \w+ [\d.]+", output)
+    for stage, unit in (("recaption", "images"), ("embed", "captions")):
+        shards = re.findall(rf"\[{stage}\] shard \S+ done: (\d+)/(\d+) shards, [\d,]+ {unit}", output)
+        assert shards and shards[-1][0] == shards[-1][1], f"{stage}: {shards}"
