@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 
 from bench.paper_shapes import peak_bf16_tflops
 
@@ -139,8 +138,7 @@ def _random_llama(shape: dict, device, causal: bool = False):
 def check_embed(tiny: bool) -> dict:
     """The embed stage's forward (LLMTextEncoder: bidirectional attention, mean pooling) of a
     Llama-3-8B-shaped encoder over captions of recipe length (128 tokens, the sidecars' dense ones ~200)."""
-    import torch
-
+    from bench.gpu_throughput import time_encoder_forward
     from models.text_encoder import LLMTextEncoder, TextEncoderConfig
 
     device, name, peak = device_and_peak(tiny)
@@ -149,16 +147,7 @@ def check_embed(tiny: bool) -> dict:
     backbone = _random_llama(shape, device)
     params = sum(p.numel() for p in backbone.parameters())
     encoder = LLMTextEncoder(backbone.eval(), TextEncoderConfig(max_length=512)).eval()
-    ids = torch.randint(0, shape["vocab_size"], (batch, tokens), device=device)
-    mask = torch.ones_like(ids)
-    with torch.inference_mode():
-        encoder(input_ids=ids, attention_mask=mask, pool_mask=mask)
-        sync(device)
-        began = time.perf_counter()
-        for _ in range(batches):
-            encoder(input_ids=ids, attention_mask=mask, pool_mask=mask)
-        sync(device)
-    seconds = time.perf_counter() - began
+    seconds = time_encoder_forward(encoder, shape["vocab_size"], batch, tokens, batches, device)
     captions = batch * batches
     flops = 2 * params * captions * tokens
     row = {

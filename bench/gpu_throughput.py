@@ -127,6 +127,22 @@ def vision_mfu(
     }
 
 
+def time_encoder_forward(encoder, vocab_size: int, batch: int, tokens: int, batches: int, device) -> float:
+    """Seconds for `batches` forwards of `batch` random captions of `tokens` tokens, after one warm-up."""
+    import torch
+
+    ids = torch.randint(0, vocab_size, (batch, tokens), device=device)
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        encoder(input_ids=ids, attention_mask=mask, pool_mask=mask)
+        _sync(device)
+        began = time.perf_counter()
+        for _ in range(batches):
+            encoder(input_ids=ids, attention_mask=mask, pool_mask=mask)
+        _sync(device)
+    return time.perf_counter() - began
+
+
 def embed_throughput(device, tiny: bool, batch: int, tokens: int, batches: int, peak_tflops: float) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaModel
@@ -157,16 +173,7 @@ def embed_throughput(device, tiny: bool, batch: int, tokens: int, batches: int, 
     )
     encoder = LLMTextEncoder(backbone.eval(), TextEncoderConfig()).eval()
     params = sum(p.numel() for p in backbone.parameters())
-    ids = torch.randint(0, shape["vocab_size"], (batch, tokens), device=device)
-    mask = torch.ones_like(ids)
-    with torch.inference_mode():
-        encoder(input_ids=ids, attention_mask=mask, pool_mask=mask)
-        _sync(device)
-        began = time.perf_counter()
-        for _ in range(batches):
-            encoder(input_ids=ids, attention_mask=mask, pool_mask=mask)
-        _sync(device)
-    seconds = time.perf_counter() - began
+    seconds = time_encoder_forward(encoder, shape["vocab_size"], batch, tokens, batches, device)
     mfu = 2 * params * batch * tokens * batches / seconds / (peak_tflops * 1e12)
     return {
         "name": f"embed forward, {'tiny Llama' if tiny else 'Llama-3.2-1B shape'}, {tokens} tokens x {batch}",

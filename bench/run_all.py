@@ -34,7 +34,7 @@ BENCHES = (
             "--name",
             "long_caption_walltime",
             "--target-s",
-            "900",
+            "3600",
         ],
     ),
     ("download_throughput", "download_throughput", []),
