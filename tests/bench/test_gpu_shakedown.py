@@ -19,7 +19,7 @@ def test_the_peak_table_reads_the_gpu_name_and_knows_when_it_does_not_know():
     assert peak_bf16_tflops("Some Future GPU") is None  # no MFU rather than one against a guess
 
 
-@pytest.mark.slow
+@pytest.mark.e2e  # two minutes of toy runs: with the end-to-end tests, not the unit tests' budget
 def test_every_check_runs_at_toy_shapes_on_cpu(tmp_path):
     assert main(["--out", str(tmp_path), "--tiny"]) == 0, (tmp_path / "shakedown.md").read_text()
     report = json.loads((tmp_path / "shakedown.json").read_text())

@@ -69,3 +69,32 @@ def test_every_docs_page_is_linked_from_the_readme_and_every_link_resolves():
 
 def test_the_readme_is_one_screenful_per_question():
     assert len(README.splitlines()) <= 250
+
+
+def test_the_readmes_results_are_the_experiments_report():
+    """The results section's tables against the report the run wrote (docs/long_caption/: summary.json
+    and claims.json, copied from the long_caption_experiment artifact that table.md came from)."""
+    import json
+
+    folder = REPO_ROOT / "docs" / "long_caption"
+    summary = json.loads((folder / "summary.json").read_text())["summary"]
+    claims = {c["claim"]: c for c in json.loads((folder / "claims.json").read_text())}
+    section = README.split("## The miniature", 1)[1].split("\n## ", 1)[0]
+    kinds = ("long", "short", "l2", "syn")
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] in summary:
+            rows[cells[0]] = cells[1:]
+        elif cells[0] in claims:
+            claim = claims[cells[0]]
+            shown = [f"{100 * claim[k]:.1f}" for k in ("arm", "other", "gap", "seed_std")]
+            assert cells[1:] == [*shown, "yes" if claim["holds"] else "no"], cells
+            claims.pop(cells[0])
+    assert sorted(rows) == sorted(summary) and not claims, (sorted(rows), list(claims))
+    for arm, cells in rows.items():
+        recalls = [summary[arm][f"{k}_{d}_r1"] for k in kinds for d in ("i2t", "t2i")]
+        expected = [f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}" for r in recalls]
+        assert cells == expected, arm
+    table = (folder / "table.md").read_text()
+    assert all(f"| {arm} |" in table for arm in summary)
