@@ -30,10 +30,12 @@ def _only_complete(root, stage):
 
 
 def test_first_run_writes_reconciled_manifests(demo_root):
+    from demo.scenes.stage import STAGE as SCENES
+
     scenes_dir = _only_complete(demo_root, "scenes")
     manifest = json.loads((scenes_dir / "manifest.json").read_text())
     assert manifest["counts"]["num_in"] == 48 + 16 == manifest["counts"]["num_out"]
-    assert manifest["key"] == scenes_dir.name and manifest["code_version"] == "2"
+    assert manifest["key"] == scenes_dir.name and manifest["code_version"] == SCENES.code_version
     table = read_scene_table(ArtifactDir(str(scenes_dir)))
     assert table.num_rows == 64 and len(set(table.column("key").to_pylist())) == 64
     assert all((scenes_dir / p).is_file() for p in table.column("image_path").to_pylist())
