@@ -9,32 +9,7 @@ import re
 import subprocess
 import sys
 
-from bench.paper_shapes import peak_bf16_tflops
-
-LLAMA_3_8B = {
-    "hidden_size": 4096,
-    "intermediate_size": 14336,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "vocab_size": 128256,
-}
-LLAMA_3_2_1B = {
-    "hidden_size": 2048,
-    "intermediate_size": 8192,
-    "num_hidden_layers": 16,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "vocab_size": 128256,
-}
-TINY_LLAMA = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 2,
-    "vocab_size": 512,
-}
+from bench.paper_shapes import LLAMA_3_8B, TINY_LLAMA, peak_bf16_tflops
 
 
 def device_and_peak(tiny: bool):

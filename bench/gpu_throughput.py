@@ -17,7 +17,7 @@ import argparse
 import itertools
 import time
 
-from bench.paper_shapes import llm2clip_config, loader_feed, peak_bf16_tflops
+from bench.paper_shapes import LLAMA_3_2_1B, llm2clip_config, loader_feed, peak_bf16_tflops
 from bench.result import default_json, machine, write_result
 
 # train_vision's GPU options, each timed in a row of its own
@@ -159,14 +159,7 @@ def embed_throughput(device, tiny: bool, batch: int, tokens: int, batches: int, 
             "vocab_size": 1024,
         }
         if tiny
-        else {
-            "hidden_size": 2048,
-            "intermediate_size": 8192,
-            "num_hidden_layers": 16,
-            "num_attention_heads": 32,
-            "num_key_value_heads": 8,
-            "vocab_size": 128256,
-        }
+        else LLAMA_3_2_1B
     )
     backbone = LlamaModel(LlamaConfig(**shape)).to(
         device, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -6,15 +6,13 @@ from __future__ import annotations
 import time
 
 from bench.gpu_checks import (
-    LLAMA_3_2_1B,
-    LLAMA_3_8B,
-    TINY_LLAMA,
     _random_llama,
     device_and_peak,
     peak_memory_gib,
     reset_peak,
     sync,
 )
+from bench.paper_shapes import LLAMA_3_2_1B, LLAMA_3_8B, TINY_LLAMA
 
 MASK_TOKEN = "<mask>"
 

@@ -28,6 +28,33 @@ def peak_bf16_tflops(device_name: str) -> float | None:
     return next((peak for key, peak in BF16_DENSE_TFLOPS if key in device_name), None)
 
 
+# Llama shapes the GPU benches build with random weights (nothing is downloaded).
+LLAMA_3_8B = {
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+}
+LLAMA_3_2_1B = {
+    "hidden_size": 2048,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 16,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+}
+TINY_LLAMA = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "vocab_size": 512,
+}
+
+
 def llm2clip_config(tiny: bool):
     """(LLM2CLIPConfig, llm_dim, image_size): ViT-L/14-336 + the paper's adapter, or a toy of them."""
     from transformers import CLIPVisionConfig
