@@ -20,6 +20,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ops.failpoints import failpoint
+
 MANIFEST_NAME = "manifest.json"
 SHARD_MARKER_DIR = "_shards"
 
@@ -173,6 +175,7 @@ class ArtifactDir:
     def mark_shard_done(self, shard_id: str, stats: dict[str, Any]) -> None:
         """Write after the shard's data: the marker's presence means the data is whole."""
         self.write_json_atomic(f"{SHARD_MARKER_DIR}/{shard_id}.json", {"shard": shard_id, **stats})
+        failpoint("shard_marked")  # kill-and-resume tests: die right after a marker, deterministically
 
     def shard_stats(self) -> list[dict[str, Any]]:
         names = [n for n in self.list(SHARD_MARKER_DIR) if n.endswith(".json") and ".tmp-" not in n]
