@@ -67,6 +67,13 @@ def main() -> None:
     parser.add_argument("--synonym-share", type=float, default=0.0)
     parser.add_argument("--scenes", type=int, default=256, help="probe-val scenes scored")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--probe-at",
+        type=int,
+        nargs="*",
+        default=[],
+        help="steps at which to probe too, on the way (the schedule stays the one of --steps)",
+    )
     parser.add_argument("--json", default="")
     args = parser.parse_args()
 
@@ -104,13 +111,23 @@ def main() -> None:
     train = batches(
         packed_blocks(documents(corpus, "train", held_out, stats), tokenizer, args.seq_len), args.batch_size
     )
-    losses = pretrain(model, train, validation, settings, lambda step, metrics: None)
+    curve: dict[int, dict] = {}
+
+    def probe_on_the_way(step: int, metrics: dict[str, float]) -> None:
+        if step in args.probe_at and step < args.steps:
+            model.eval()
+            curve[step] = probe_cra(model.base_model, tokenizer, args.scenes)
+            model.train()
+            print(f"[knowledge_probe] step {step}: {json.dumps(curve[step])}", flush=True)
+
+    losses = pretrain(model, train, validation, settings, probe_on_the_way)
     pretrained = probe_cra(model.base_model, tokenizer, args.scenes)
     result = {
         "bench": "knowledge_probe",
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "llm")},
         **{f"{kind}_cra_random_init": scores for kind, scores in random_init.items()},
         **{f"{kind}_cra_pretrained": scores for kind, scores in pretrained.items()},
+        "probes_on_the_way": curve,
         "chance": 1 / args.scenes,
         "validation_perplexity": math.exp(losses["final_validation_loss"]),
         "validation_perplexity_before": math.exp(
