@@ -159,7 +159,12 @@ def test_the_decode_bench_gives_per_core_rates_and_cores_per_gpu(tmp_path):
     gflop = float(cores.note.split("(")[1].split(" GFLOP")[0])
     assert 1000 < gflop < 1300
     images_per_s = 0.4 * 989e12 / (gflop * 1e9)
-    assert abs(cores.figure - images_per_s / two.figure) < 0.2
+    # Both figures are printed to 0.1: the per-core rate behind `two` lies within 0.05 of it, and the
+    # cores figure derived from that rate within 0.05 of the result (at 4.6 img/s/core under load, 0.05
+    # of rate moves the cores figure by ~0.8).
+    assert (
+        images_per_s / (two.figure + 0.05) - 0.05 <= cores.figure <= images_per_s / (two.figure - 0.05) + 0.05
+    )
 
 
 def test_the_fixed_and_per_image_split_fits_and_is_tabled():
