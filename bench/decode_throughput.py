@@ -29,7 +29,8 @@ def decode_and_augment(images: list[bytes], seed: int) -> int:
     """train_vision's per-image work: decode_rgb, then train_transform to SIZE_PX."""
     import torch
 
-    from ops.image_transforms import ImageTransformConfig, decode_rgb, train_transform
+    from ops.image_decode import decode_rgb
+    from ops.image_transforms import ImageTransformConfig, train_transform
 
     torch.set_num_threads(1)
     config = ImageTransformConfig(size_px=SIZE_PX, train_scale=(0.9, 1.0))

@@ -115,7 +115,8 @@ def check_embed(tiny: bool) -> dict:
     """The embed stage's forward (LLMTextEncoder: bidirectional attention, mean pooling) of a
     Llama-3-8B-shaped encoder over captions of recipe length (128 tokens, the sidecars' dense ones ~200)."""
     from bench.gpu_throughput import time_encoder_forward
-    from models.text_encoder import LLMTextEncoder, TextEncoderConfig
+    from models.text_encoder import LLMTextEncoder
+    from models.text_encoder_config import TextEncoderConfig
 
     device, name, peak = device_and_peak(tiny)
     shape, (batch, tokens, batches) = (TINY_LLAMA, (8, 32, 2)) if tiny else (LLAMA_3_8B, (256, 128, 8))

@@ -147,7 +147,8 @@ def embed_throughput(device, tiny: bool, batch: int, tokens: int, batches: int, 
     import torch
     from transformers import LlamaConfig, LlamaModel
 
-    from models.text_encoder import LLMTextEncoder, TextEncoderConfig
+    from models.text_encoder import LLMTextEncoder
+    from models.text_encoder_config import TextEncoderConfig
 
     shape = (
         {

@@ -49,8 +49,9 @@ def finetune_row(shape_name: str, shape: dict, tiny: bool, device) -> dict:
     64 pairs per worker (short query ~30 tokens, dense key ~200 tokens, one random negative), 512 max."""
     import torch
 
-    from models.text_encoder import LLMTextEncoder, TextEncoderConfig
-    from models.text_encoder_io import LoraSpec, apply_lora, enable_gradient_checkpointing
+    from models.text_encoder import LLMTextEncoder
+    from models.text_encoder_config import LoraSpec, TextEncoderConfig
+    from models.text_encoder_io import apply_lora, enable_gradient_checkpointing
     from pipelines.finetune_text.loop import (
         LoopSettings,
         MntpSettings,

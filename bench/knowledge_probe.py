@@ -29,7 +29,8 @@ def probe_cra(model, tokenizer, scenes: int, batch_size: int = 32) -> dict[str, 
     from demo import rich_scenes
     from demo.second_language import l2_dense_caption
     from demo.synonyms import synonym_caption
-    from models.text_encoder import LLMTextEncoder, TextEncoderConfig
+    from models.text_encoder import LLMTextEncoder
+    from models.text_encoder_config import TextEncoderConfig
     from ops.retrieval_metrics import caption_retrieval_accuracy
 
     rows = [rich_scenes.sample_rich_scene(0, "probe-val", i, 4, f"probe-val-{i}") for i in range(scenes)]

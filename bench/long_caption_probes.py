@@ -60,7 +60,8 @@ def _vision(args) -> None:
     if args.llm:
         from transformers import AutoModel
 
-        from models.text_encoder import LLMTextEncoder, TextEncoderConfig
+        from models.text_encoder import LLMTextEncoder
+        from models.text_encoder_config import TextEncoderConfig
 
         encoder = LLMTextEncoder(
             AutoModel.from_pretrained(args.llm).eval(), TextEncoderConfig(max_length=320)
@@ -113,8 +114,9 @@ def _cc(args) -> None:
     import pyarrow.parquet as pq
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from models.text_encoder import LLMTextEncoder, TextEncoderConfig
-    from models.text_encoder_io import LoraSpec, apply_lora
+    from models.text_encoder import LLMTextEncoder
+    from models.text_encoder_config import LoraSpec, TextEncoderConfig
+    from models.text_encoder_io import apply_lora
     from ops.retrieval_metrics import caption_retrieval_accuracy
     from pipelines.finetune_text.batches import pair_batches
     from pipelines.finetune_text.loop import (

@@ -30,7 +30,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def build_inputs(work: Path, num_images: int, per_shard: int):
     from demo import basic_scenes as scenes
-    from models.text_encoder import LLMTextEncoder, TextEncoderConfig
+    from models.text_encoder import LLMTextEncoder
+    from models.text_encoder_config import TextEncoderConfig
     from models.text_encoder_io import save_text_encoder
     from models.tiny_factory import build_tiny_llm, build_tiny_vision_tower, train_scene_tokenizer
     from models.tiny_specs import TinyLlmSpec, TinyVisionSpec

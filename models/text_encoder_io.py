@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from models.text_encoder import LLMTextEncoder, TextEncoderConfig
-from ops.config_schema import build_config, check
+from models.text_encoder import LLMTextEncoder
+from models.text_encoder_config import LoraSpec, TextEncoderConfig
+from ops.config_schema import build_config
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -24,27 +25,6 @@ if TYPE_CHECKING:
 # LoraSpec alone (`full.py --help`, `--dry-run`, drivers whose stages run in Ray workers).
 
 ENCODER_CONFIG_NAME = "encoder_config.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class LoraSpec:
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = (
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    )
-
-    def __post_init__(self):
-        check(self.rank > 0, "rank", "a positive integer", self.rank)
-        check(0 <= self.dropout < 1, "dropout", "in [0, 1)", self.dropout)
-        check(bool(self.target_modules), "target_modules", "at least one module name", self.target_modules)
 
 
 def apply_lora(backbone: nn.Module, spec: LoraSpec) -> PeftModel:

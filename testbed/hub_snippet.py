@@ -49,7 +49,8 @@ from transformers import AutoModel
 
 import models.llm2clip
 from models.llm2clip_export import load_export
-from ops.image_transforms import decode_rgb, eval_transform
+from ops.image_transforms import eval_transform
+from ops.image_decode import decode_rgb
 
 path, image_path, llm_features, out = sys.argv[1:5]
 registered = AutoModel.from_pretrained(path).eval()

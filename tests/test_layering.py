@@ -96,3 +96,19 @@ def test_importing_the_library_loads_no_forbidden_module():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_workflow_and_its_registry_load_no_deep_learning_library():
+    """`--help`, config errors and plans come back in about a second: a stage's torch, transformers and
+    vLLM load when it runs (its stage.py imports them inside its run function), not when the workflow
+    imports the registry. (An import at a stage module's top took `llm2clip run --help` to 9.6 s.)"""
+    heavy = ("torch", "transformers", "timm", "vllm", "sklearn", "mlflow")
+    code = (
+        "import sys\nimport workflows.full, workflows.cli.main\n"
+        f"print(sorted({{n.split('.')[0] for n in sys.modules}} & set({heavy!r})))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

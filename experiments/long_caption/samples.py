@@ -64,7 +64,8 @@ def split_validation(train: list[Sample], share: float) -> tuple[list[Sample], l
 def captioned(samples: list[Sample], transform, encoders, tokenizer, config):
     from experiments.long_caption.arms import TEXT_TOWER_ARMS, CaptionedImages
     from models.text_tower_clip import tokenize_for_clip
-    from ops.image_transforms import decode_rgb, eval_transform
+    from ops.image_decode import decode_rgb
+    from ops.image_transforms import eval_transform
 
     pixels = torch.stack([eval_transform(decode_rgb(s.jpg), transform) for s in samples])
     texts = {"short": [s.short for s in samples], "long": [s.long for s in samples]}

@@ -30,16 +30,6 @@ from experiments.long_caption.report import (
     summarize,
     table_markdown,
 )
-from experiments.long_caption.samples import (
-    PROBES,
-    captioned,
-    knowledge_probe,
-    llm_cra,
-    load_encoders,
-    read_samples,
-    split_validation,
-    unseen_token_shares,
-)
 from ops.config_schema import settings_from
 from ops.manifest import StageCounts, count_reasons
 from ops.stage import StageContext, StageOutcome, StageSpec
@@ -48,6 +38,16 @@ from ops.stage import StageContext, StageOutcome, StageSpec
 def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageContext) -> StageOutcome:
     from experiments.long_caption.arms import ArmSettings
     from experiments.long_caption.runs import run_arms_on_ray
+    from experiments.long_caption.samples import (
+        PROBES,
+        captioned,
+        knowledge_probe,
+        llm_cra,
+        load_encoders,
+        read_samples,
+        split_validation,
+        unseen_token_shares,
+    )
     from models.text_tower_clip import TextTowerSpec
     from models.vision_tower import load_vision_tower
     from ops.image_transforms import ImageTransformConfig

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ops.artifact_dir import ArtifactDir
-from ops.image_transforms import ImageDecodeError, decode_rgb
+from ops.image_decode import ImageDecodeError, decode_rgb
 from ops.tar_members import (
     IMAGE_EXTENSIONS,
     KNOWN_EXTENSIONS,

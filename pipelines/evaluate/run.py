@@ -13,7 +13,8 @@ from PIL import Image
 
 from ops import eval_datasets
 from ops.artifact_dir import ArtifactDir
-from ops.image_transforms import ImageDecodeError, decode_rgb, eval_transform
+from ops.image_decode import ImageDecodeError, decode_rgb
+from ops.image_transforms import eval_transform
 from ops.retrieval_metrics import benchmark_recalls, caption_retrieval_accuracy, zero_shot_accuracy
 from ops.stage import StageContext
 from ops.zero_shot_names import clip_imagenet_templates

@@ -16,13 +16,14 @@ import time
 from ops.manifest import StageCounts
 from ops.stage import StageContext, StageOutcome, StageSpec
 from pipelines.evaluate.config import EvaluateConfig, evaluate_inputs
-from pipelines.evaluate.run import score_sets, write_report
 
 
 def scored_remotely(config: EvaluateConfig, model: str, encoder: str, shards_uri: str | None):
     """score_sets as a Ray task holding the stage's CPUs (decode threads) and, with use_gpu, a GPU: the
     driver (a CPU head node, often) never loads a model. Without Ray (the evaluate CLI), in-process."""
     import ray
+
+    from pipelines.evaluate.run import score_sets  # torch: loaded when a run scores, not on --help
 
     if not ray.is_initialized():
         return (*score_sets(config, model, encoder, shards_uri), "in-process")
@@ -37,6 +38,8 @@ def score(
 ) -> StageOutcome:
     """Evaluate an export folder with a text encoder into ctx.artifact (metrics.json, tables, plots): what
     the stage and the evaluate CLI both run."""
+    from pipelines.evaluate.run import write_report
+
     started = time.perf_counter()
     results, heatmap, scored_in = scored_remotely(config, model, encoder, shards_uri)
     num_images = write_report(results, heatmap, config, model, ctx)

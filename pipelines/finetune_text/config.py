@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from models.text_encoder import TextEncoderConfig
-from models.text_encoder_io import LoraSpec
+from models.text_encoder_config import LoraSpec, TextEncoderConfig
 from ops.config_schema import check, check_model_reference
 from ops.hashing import IN_KEY_WHEN_SET, NOT_IN_KEY
 

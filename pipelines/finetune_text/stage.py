@@ -19,7 +19,6 @@ from ops.manifest import StageCounts
 from ops.stage import StageContext, StageOutcome, StageSpec
 from pipelines.finetune_text.config import BASE_MODEL_STAGES, FinetuneTextConfig, finetune_inputs
 from pipelines.finetune_text.pairs import write_pairs
-from pipelines.finetune_text.worker import run_training
 
 
 def run_finetune_text(config: FinetuneTextConfig, ctx: StageContext) -> StageOutcome:
@@ -48,7 +47,9 @@ def finetune_on(
             "lower finetune_text.batch_size_per_worker or finetune_text.num_workers, or add data"
         )
     # CRA before and after comes back from rank 0, which holds both models anyway: the driver (often a
-    # CPU head node) never loads the LLM.
+    # CPU head node) never loads the LLM. (torch loads here, not when the registry is imported.)
+    from pipelines.finetune_text.worker import run_training
+
     result = run_training(
         config,
         base_model,

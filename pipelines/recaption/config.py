@@ -10,7 +10,7 @@ from models.captioner_prompts import PROMPTS
 from ops.caption_quality import CaptionQualityConfig
 from ops.config_schema import check, check_model_reference
 from ops.hashing import NOT_IN_KEY
-from ops.image_transforms import DEFAULT_MAX_IMAGE_PIXELS
+from ops.image_decode import DEFAULT_MAX_IMAGE_PIXELS
 
 
 @dataclasses.dataclass(frozen=True)

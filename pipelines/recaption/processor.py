@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image
 
-from ops.image_transforms import ImageDecodeError, decode_rgb
+from ops.image_decode import ImageDecodeError, decode_rgb
 from ops.model_files import is_remote
 from pipelines.recaption.config import RecaptionConfig
 

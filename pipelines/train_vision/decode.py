@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 
 from ops.errors import BadInputError
-from ops.image_transforms import ImageDecodeError, decode_rgb, train_crop
+from ops.image_decode import ImageDecodeError, decode_rgb
+from ops.image_transforms import train_crop
 from pipelines.train_vision.records import BatchDraw, JoinedSample, LoaderSettings
 
 

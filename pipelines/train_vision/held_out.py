@@ -9,7 +9,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from ops.image_transforms import ImageDecodeError, ImageTransformConfig, decode_rgb, eval_transform
+from ops.image_decode import ImageDecodeError, decode_rgb
+from ops.image_transforms import ImageTransformConfig, eval_transform
 from ops.retrieval_metrics import image_text_recalls
 from ops.webdataset_io import shard_id_of
 from pipelines.train_vision.data import joined_samples

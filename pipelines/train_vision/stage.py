@@ -25,14 +25,12 @@ from ops.manifest import StageCounts
 from ops.stage import StageContext, StageOutcome, StageSpec
 from ops.webdataset_io import list_shards, shard_id_of
 from pipelines.train_vision.config import TrainVisionConfig, train_vision_inputs
-from pipelines.train_vision.model import logit_scale_plan
 from pipelines.train_vision.sample_plan import (
     NO_CAPTION_FEATURES,
     REJECTED_SCHEMA,
     UNDECODABLE_IMAGE,
     plan_samples,
 )
-from pipelines.train_vision.worker import UNDECODABLE_FILE, run_training
 
 
 def check_every_worker_has_a_batch(counts: dict[str, int], config: TrainVisionConfig) -> None:
@@ -103,6 +101,9 @@ def train_on(
         flush=True,
     )
     check_every_worker_has_a_batch(samples.training_counts, config)
+    # torch, transformers and timm load here, not when the workflow imports the registry (--help, --dry-run).
+    from pipelines.train_vision.worker import UNDECODABLE_FILE, run_training
+
     result = run_training(config, vision_model, llm_dim, tar_paths, sidecars, samples, ctx)
     metrics = {**result, "stage_s": time.perf_counter() - started}
     with ctx.artifact.open(UNDECODABLE_FILE) as handle:
@@ -121,6 +122,12 @@ def train_on(
     return StageOutcome(counts=counts, metrics=metrics, details=details)
 
 
+def _logit_scale_plan(config: TrainVisionConfig) -> str:
+    from pipelines.train_vision.model import logit_scale_plan  # loads transformers: only a dry run needs it
+
+    return logit_scale_plan(config)
+
+
 STAGE = StageSpec(
     name="train_vision",
     # 2: training samples dealt to workers in equal ranges, not shards round-robin; 3: the export loads the
@@ -136,5 +143,5 @@ STAGE = StageSpec(
     description="CLIP vision tower + LLM2CLIP adapter on Ray Train against the precomputed LLM features",
     resumable=True,  # a rerun keeps train/ so Ray Train resumes from the last checkpoint
     resolve_inputs=train_vision_inputs,
-    plan_notes=lambda config: [logit_scale_plan(config)],
+    plan_notes=lambda config: [_logit_scale_plan(config)],
 )

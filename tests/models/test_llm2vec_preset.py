@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.text_encoder import LLAMA3_USER_TURN, TextEncoderConfig, build_text_inputs
+from models.text_encoder import build_text_inputs
+from models.text_encoder_config import LLAMA3_USER_TURN, TextEncoderConfig
 from models.text_encoder_io import open_text_encoder
 from testbed.official_layout import write_llm2vec_folder
 

@@ -9,7 +9,8 @@ import torch
 
 from demo import basic_scenes as scenes
 from models.mntp import IGNORE_INDEX, mask_for_mntp, mntp_loss, resolve_mask_token_id
-from models.text_encoder_io import LoraSpec, apply_lora
+from models.text_encoder_config import LoraSpec
+from models.text_encoder_io import apply_lora
 from models.tiny_factory import build_tiny_llm, train_scene_tokenizer
 from models.tiny_specs import TinyLlmSpec
 from pipelines.finetune_text.loop import MntpSettings, mntp_steps

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from demo.basic_scenes import vocabulary_corpus
-from models.text_encoder import LLMTextEncoder, TextEncoderConfig, build_text_inputs
+from models.text_encoder import LLMTextEncoder, build_text_inputs
+from models.text_encoder_config import TextEncoderConfig
 from models.tiny_factory import build_tiny_llm, train_scene_tokenizer
 from models.tiny_specs import TinyLlmSpec
 

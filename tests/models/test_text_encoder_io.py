@@ -3,8 +3,9 @@ from __future__ import annotations
 import torch
 
 from demo.basic_scenes import vocabulary_corpus
-from models.text_encoder import LLMTextEncoder, TextEncoderConfig
-from models.text_encoder_io import LoraSpec, apply_lora, load_text_encoder, save_text_encoder
+from models.text_encoder import LLMTextEncoder
+from models.text_encoder_config import LoraSpec, TextEncoderConfig
+from models.text_encoder_io import apply_lora, load_text_encoder, save_text_encoder
 from models.tiny_factory import build_tiny_llm, train_scene_tokenizer
 from models.tiny_specs import TinyLlmSpec
 
@@ -41,8 +42,9 @@ def test_gradient_checkpointing_keeps_the_lora_gradients():
     import torch
 
     from demo.basic_scenes import vocabulary_corpus
-    from models.text_encoder import LLMTextEncoder, TextEncoderConfig, build_text_inputs
-    from models.text_encoder_io import LoraSpec, apply_lora, enable_gradient_checkpointing
+    from models.text_encoder import LLMTextEncoder, build_text_inputs
+    from models.text_encoder_config import LoraSpec, TextEncoderConfig
+    from models.text_encoder_io import apply_lora, enable_gradient_checkpointing
     from models.tiny_factory import build_tiny_llm, train_scene_tokenizer
     from models.tiny_specs import TinyLlmSpec
     from ops.contrastive import info_nce_loss

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ops.image_transforms import ImageTransformConfig, decode_rgb, eval_transform, train_transform
+from ops.image_decode import decode_rgb
+from ops.image_transforms import ImageTransformConfig, eval_transform, train_transform
 
 
 def _png(width: int, height: int, colour=(255, 0, 0)) -> bytes:

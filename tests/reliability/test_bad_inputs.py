@@ -13,7 +13,7 @@ import pytest
 from ops.artifact_dir import ArtifactDir
 from ops.config_schema import ConfigError
 from ops.embedding_sidecar import SidecarError, check_sidecar_schema
-from ops.image_transforms import ImageDecodeError, decode_rgb
+from ops.image_decode import ImageDecodeError, decode_rgb
 from ops.loopback_http import LoopbackFileServer
 from ops.stage import StageContext
 from ops.url_table import UrlTableError

@@ -54,9 +54,9 @@ def _local_checkpoint(reference: str, stack) -> Path:
 def main(argv: list[str] | None = None, prog: str = "workflows/cli/convert_official.py") -> int:
     import contextlib
 
+    args = build_parser(prog).parse_args(argv)  # before torch and transformers load: --help is instant
     from models.official_llm2clip import convert_official, converted_config, map_keys, read_shapes
 
-    args = build_parser(prog).parse_args(argv)
     if not args.dry_run and not args.output:
         print("convert_official: --output is required (or --dry-run)", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ops.image_transforms import decode_rgb
+from ops.image_decode import decode_rgb
 from pipelines.evaluate.run import _open
 
 

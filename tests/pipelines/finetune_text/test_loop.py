@@ -9,8 +9,9 @@ import pyarrow as pa
 import torch
 
 from demo import basic_scenes as scenes
-from models.text_encoder import LLMTextEncoder, TextEncoderConfig
-from models.text_encoder_io import LoraSpec, apply_lora
+from models.text_encoder import LLMTextEncoder
+from models.text_encoder_config import LoraSpec, TextEncoderConfig
+from models.text_encoder_io import apply_lora
 from models.tiny_factory import build_tiny_llm, train_scene_tokenizer
 from models.tiny_specs import TinyLlmSpec
 from ops.retrieval_metrics import caption_retrieval_accuracy

@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from models.text_encoder import LLMTextEncoder, TextEncoderConfig, build_text_inputs
-from models.text_encoder_io import LoraSpec, apply_lora
+from models.text_encoder import LLMTextEncoder, build_text_inputs
+from models.text_encoder_config import LoraSpec, TextEncoderConfig
+from models.text_encoder_io import apply_lora
 from ops.errors import BadInputError
 from ops.retrieval_metrics import caption_retrieval_accuracy
 from pipelines.finetune_text.batches import pair_batches

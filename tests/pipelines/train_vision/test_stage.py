@@ -59,7 +59,8 @@ def test_model_card_snippet_runs_on_the_demo_export(demo_root, tmp_path):
     import numpy as np
 
     from models.llm2clip_export import load_export
-    from ops.image_transforms import decode_rgb, eval_transform
+    from ops.image_decode import decode_rgb
+    from ops.image_transforms import eval_transform
     from testbed.hub_snippet import run_card_snippet
 
     folder = _complete(demo_root, "train_vision")
