@@ -158,8 +158,19 @@ def _cc(args) -> None:
         mntp_steps(lora, tokenizer, texts, mntp, lambda s, m: None, torch.device("cpu"))
         causal = lora.merge_and_unload()
     backbone = causal.model
-    print(f"{len(validation)} validation pairs; base: {score(LLMTextEncoder(backbone, config))}")
-    encoder = LLMTextEncoder(apply_lora(backbone, LoraSpec(rank=16, alpha=32, dropout=0.0)), config)
+
+    def knowledge(model) -> str:  # the experiment's cross-lingual and synonym probes, on probe-val scenes
+        if not args.knowledge_scenes:
+            return ""
+        from bench.knowledge_probe import probe_cra
+
+        scores = probe_cra(model, tokenizer, args.knowledge_scenes)
+        return "; centered CRA: " + ", ".join(f"{kind} {s['centered']:.3f}" for kind, s in scores.items())
+
+    base = score(LLMTextEncoder(backbone, config))
+    print(f"{len(validation)} validation pairs; base: {base}{knowledge(backbone)}", flush=True)
+    lora = LoraSpec(rank=args.rank, alpha=2 * args.rank, dropout=0.0)
+    encoder = LLMTextEncoder(apply_lora(backbone, lora), config)
     settings = LoopSettings(
         temperature=args.temperature,
         learning_rate=args.lr,
@@ -178,7 +189,7 @@ def _cc(args) -> None:
     print(
         f"CC {args.steps} steps at lr {args.lr} ({time.perf_counter() - began:.0f} s): loss {losses[::every]}"
     )
-    print(f"after CC: {score(encoder)}")
+    print(f"after CC: {score(encoder)}{knowledge(encoder.backbone)}")
 
 
 def pa_crc(keys):
@@ -216,6 +227,13 @@ def main() -> None:
     cc.add_argument("--mntp-steps", type=int, default=0)
     cc.add_argument("--candidates", type=int, default=0, help="score CRA among this many pairs (0: all)")
     cc.add_argument("--query-side", default="first", choices=QUERY_SIDES)
+    cc.add_argument("--rank", type=int, default=16, help="LoRA rank (alpha twice it, as the recipe's)")
+    cc.add_argument(
+        "--knowledge-scenes",
+        type=int,
+        default=0,
+        help="also score the cross-lingual and synonym probes on this many probe-val scenes",
+    )
     cc.add_argument(
         "--causal", action="store_true", help="keep the causal mask when encoding (default: bidirectional)"
     )
