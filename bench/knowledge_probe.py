@@ -75,6 +75,14 @@ def main() -> None:
         default=[],
         help="steps at which to probe too, on the way (the schedule stays the one of --steps)",
     )
+    parser.add_argument(
+        "--layers",
+        type=int,
+        default=0,
+        help="build a random-init LLM of this depth on --llm's tokenizer instead (0: --llm's own model)",
+    )
+    parser.add_argument("--hidden", type=int, default=128, help="its width (MLP twice it), with --layers")
+    parser.add_argument("--save", default="", help="write the pretrained LLM and tokenizer to this folder")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
 
@@ -85,6 +93,13 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.llm)
+    if args.layers:  # another shape, built the way the tiny_models stage builds the recipe's
+        from models.tiny_factory import build_tiny_llm
+        from models.tiny_specs import TinyLlmSpec
+
+        spec = TinyLlmSpec(hidden_size=args.hidden, intermediate_size=2 * args.hidden, num_layers=args.layers)
+        build_tiny_llm(tokenizer, spec, args.seed).save_pretrained(f"{args.save or '/tmp'}/random_init")
+        args.llm = f"{args.save or '/tmp'}/random_init"
     random_init = probe_cra(AutoModel.from_pretrained(args.llm, use_safetensors=True), tokenizer, args.scenes)
     model = AutoModelForCausalLM.from_pretrained(args.llm, use_safetensors=True)
     corpus = LmCorpusConfig(
@@ -137,6 +152,9 @@ def main() -> None:
         "documents_by_kind": stats.documents,
         "pretrain_s": time.perf_counter() - began,
     }
+    if args.save:  # a folder the cc probe's --llm reads
+        model.save_pretrained(args.save)
+        tokenizer.save_pretrained(args.save)
     print(json.dumps(result, indent=1))
     if args.json:
         with open(args.json, "w") as handle:

@@ -128,7 +128,7 @@ def _cc(args) -> None:
     )
 
     root = Path(args.run)
-    (folder,) = root.glob("lm_pretrain/*/llm")
+    (folder,) = [Path(args.llm)] if args.llm else root.glob("lm_pretrain/*/llm")
     (pairs_path,) = root.glob("finetune_text/*/pairs/train.parquet")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.padding_side = "right"
@@ -221,6 +221,7 @@ def main() -> None:
     vision.add_argument("--llm", default="", help="a folder with the LLM for base_llm/llm2clip")
     cc = commands.add_parser("cc", help="caption-contrastive fine-tuning of a pretrained tiny LLM")
     cc.add_argument("--run", required=True, help="artifact root of a long-caption experiment run")
+    cc.add_argument("--llm", default="", help="a pretrained LLM folder instead of the run's lm_pretrain one")
     cc.add_argument("--lr", type=float, default=5e-4)
     cc.add_argument("--steps", type=int, default=300)
     cc.add_argument("--temperature", type=float, default=0.05)
