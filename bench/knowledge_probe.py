@@ -22,7 +22,9 @@ import time
 import torch
 
 
-def probe_cra(model, tokenizer, scenes: int, batch_size: int = 32) -> dict[str, dict[str, float]]:
+def probe_cra(
+    model, tokenizer, scenes: int, batch_size: int = 32, bidirectional: bool = True
+) -> dict[str, dict[str, float]]:
     """raw: cosine of the pooled features as they are; centered: each language's mean feature removed
     first. Mean-pooled features of a small LM share one large direction, so under raw cosine one key can
     win every query (hubness: CRA 1/N exactly), which says nothing about whether the content aligns."""
@@ -34,7 +36,7 @@ def probe_cra(model, tokenizer, scenes: int, batch_size: int = 32) -> dict[str, 
     from ops.retrieval_metrics import caption_retrieval_accuracy
 
     rows = [rich_scenes.sample_rich_scene(0, "probe-val", i, 4, f"probe-val-{i}") for i in range(scenes)]
-    encoder = LLMTextEncoder(model.eval(), TextEncoderConfig(max_length=320))
+    encoder = LLMTextEncoder(model.eval(), TextEncoderConfig(max_length=320, bidirectional=bidirectional))
     english = [rich_scenes.rich_dense_caption(s) for s in rows]
     queries = {"l2": [l2_dense_caption(s) for s in rows], "syn": [synonym_caption(t) for t in english]}
     scores = {}

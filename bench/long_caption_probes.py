@@ -164,13 +164,27 @@ def _cc(args) -> None:
             return ""
         from bench.knowledge_probe import probe_cra
 
-        scores = probe_cra(model, tokenizer, args.knowledge_scenes)
+        scores = probe_cra(model, tokenizer, args.knowledge_scenes, bidirectional=not args.causal)
         return "; centered CRA: " + ", ".join(f"{kind} {s['centered']:.3f}" for kind, s in scores.items())
 
     base = score(LLMTextEncoder(backbone, config))
     print(f"{len(validation)} validation pairs; base: {base}{knowledge(backbone)}", flush=True)
     lora = LoraSpec(rank=args.rank, alpha=2 * args.rank, dropout=0.0)
-    encoder = LLMTextEncoder(apply_lora(backbone, lora), config)
+    if args.lora_layers:  # LoRA on these layers only (the recipe, as LLM2Vec: every layer)
+        from peft import LoraConfig, get_peft_model
+
+        only = [int(i) for i in args.lora_layers.split(",")]
+        peft = LoraConfig(
+            r=lora.rank,
+            lora_alpha=lora.alpha,
+            lora_dropout=0.0,
+            target_modules=list(lora.target_modules),
+            layers_to_transform=only,
+            layers_pattern="layers",
+        )
+        encoder = LLMTextEncoder(get_peft_model(backbone, peft), config)
+    else:
+        encoder = LLMTextEncoder(apply_lora(backbone, lora), config)
     settings = LoopSettings(
         temperature=args.temperature,
         learning_rate=args.lr,
@@ -228,6 +242,7 @@ def main() -> None:
     cc.add_argument("--mntp-steps", type=int, default=0)
     cc.add_argument("--candidates", type=int, default=0, help="score CRA among this many pairs (0: all)")
     cc.add_argument("--query-side", default="first", choices=QUERY_SIDES)
+    cc.add_argument("--lora-layers", default="", help="LoRA on these layers only, e.g. 1 (default: all)")
     cc.add_argument("--rank", type=int, default=16, help="LoRA rank (alpha twice it, as the recipe's)")
     cc.add_argument(
         "--knowledge-scenes",
