@@ -17,6 +17,7 @@ import argparse
 import itertools
 import json
 import math
+import tempfile
 import time
 
 import torch
@@ -100,8 +101,9 @@ def main() -> None:
         from models.tiny_specs import TinyLlmSpec
 
         spec = TinyLlmSpec(hidden_size=args.hidden, intermediate_size=2 * args.hidden, num_layers=args.layers)
-        build_tiny_llm(tokenizer, spec, args.seed).save_pretrained(f"{args.save or '/tmp'}/random_init")
-        args.llm = f"{args.save or '/tmp'}/random_init"
+        # kept beside the pretrained LLM with --save (to compare initial weights), else a fresh folder
+        args.llm = f"{args.save}/random_init" if args.save else tempfile.mkdtemp(prefix="knowledge_probe_")
+        build_tiny_llm(tokenizer, spec, args.seed).save_pretrained(args.llm)
     random_init = probe_cra(AutoModel.from_pretrained(args.llm, use_safetensors=True), tokenizer, args.scenes)
     model = AutoModelForCausalLM.from_pretrained(args.llm, use_safetensors=True)
     corpus = LmCorpusConfig(

@@ -170,21 +170,8 @@ def _cc(args) -> None:
     base = score(LLMTextEncoder(backbone, config))
     print(f"{len(validation)} validation pairs; base: {base}{knowledge(backbone)}", flush=True)
     lora = LoraSpec(rank=args.rank, alpha=2 * args.rank, dropout=0.0)
-    if args.lora_layers:  # LoRA on these layers only (the recipe, as LLM2Vec: every layer)
-        from peft import LoraConfig, get_peft_model
-
-        only = [int(i) for i in args.lora_layers.split(",")]
-        peft = LoraConfig(
-            r=lora.rank,
-            lora_alpha=lora.alpha,
-            lora_dropout=0.0,
-            target_modules=list(lora.target_modules),
-            layers_to_transform=only,
-            layers_pattern="layers",
-        )
-        encoder = LLMTextEncoder(get_peft_model(backbone, peft), config)
-    else:
-        encoder = LLMTextEncoder(apply_lora(backbone, lora), config)
+    only = [int(i) for i in args.lora_layers.split(",")] if args.lora_layers else None
+    encoder = LLMTextEncoder(apply_lora(backbone, lora, only), config)
     settings = LoopSettings(
         temperature=args.temperature,
         learning_rate=args.lr,

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 ENCODER_CONFIG_NAME = "encoder_config.json"
 
 
-def apply_lora(backbone: nn.Module, spec: LoraSpec) -> PeftModel:
-    """Wrap the backbone so that only the LoRA adapters train."""
+def apply_lora(backbone: nn.Module, spec: LoraSpec, layers: list[int] | None = None) -> PeftModel:
+    """Wrap the backbone so that only the LoRA adapters train: on every decoder layer, as LLM2Vec does,
+    or on `layers` only (the long-caption experiment's ablation bench)."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
@@ -36,6 +37,7 @@ def apply_lora(backbone: nn.Module, spec: LoraSpec) -> PeftModel:
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,
         target_modules=list(spec.target_modules),
+        **({"layers_to_transform": layers, "layers_pattern": "layers"} if layers else {}),
     )
     return get_peft_model(backbone, config)
 
