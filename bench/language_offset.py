@@ -5,7 +5,8 @@
 
 Reads a run's cached stages (shards, tiny models, the pretrained and the CC-tuned LLM; nothing is rerun),
 trains the recipe's LLM arms for each seed as the experiment does (train_vision's production step, the
-same settings and batch plan) and scores second-language retrieval on the held-out and the validation
+same settings, batch plan and threads per run: the raw recalls below are the experiment's table's, digit
+for digit) and scores second-language retrieval on the held-out and the validation
 scenes two ways:
 
   raw      as the experiment scores it (claim D)
@@ -75,7 +76,13 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument(
         "--arms", nargs="+", default=["llm2clip", "base_llm"], choices=["llm2clip", "base_llm"]
     )
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads per training run (0: the recipe's cpus_per_run, as the stage's runs, so that "
+        "the raw recalls are the experiment's own)",
+    )
     parser.add_argument("--json", default=default_json("language_offset"))
     return parser.parse_args()
 
@@ -110,7 +117,6 @@ def main() -> None:
     from ops.config_schema import settings_from
     from ops.image_transforms import ImageTransformConfig
 
-    torch.set_num_threads(args.threads)
     config, folders = _stage_folders(args)
     began = time.perf_counter()
     train_samples, held_samples, _ = read_samples(folders["download"], config)
@@ -142,6 +148,8 @@ def main() -> None:
             config.clip_max_tokens,
         ),
     )
+    # The thread count changes the order of floating-point sums, so it is part of what a run trains.
+    torch.set_num_threads(args.threads or config.cpus_per_run)
     rows = []
     for seed in args.seeds:
         for arm in args.arms:
