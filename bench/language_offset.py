@@ -110,11 +110,10 @@ def _stage_folders(args) -> tuple[object, dict[str, str]]:
 
 def main() -> None:
     args = _arguments()
-    from experiments.long_caption.arms import ArmSettings, build_arm, train_arm
+    from experiments.long_caption.arms import build_arm, train_arm
     from experiments.long_caption.samples import captioned, load_encoders, read_samples, split_validation
-    from models.text_tower_clip import TextTowerSpec
+    from experiments.long_caption.stage import arm_settings
     from models.vision_tower import load_vision_tower
-    from ops.config_schema import settings_from
     from ops.image_transforms import ImageTransformConfig
 
     config, folders = _stage_folders(args)
@@ -138,16 +137,7 @@ def main() -> None:
         )
     }
     print(f"[language_offset] captions encoded in {time.perf_counter() - began:.0f} s", flush=True)
-    settings = settings_from(
-        ArmSettings,
-        config,
-        text_tower=TextTowerSpec(
-            config.text_tower_hidden_size,
-            config.text_tower_layers,
-            config.text_tower_heads,
-            config.clip_max_tokens,
-        ),
-    )
+    settings = arm_settings(config)
     # The thread count changes the order of floating-point sums, so it is part of what a run trains.
     torch.set_num_threads(args.threads or config.cpus_per_run)
     rows = []

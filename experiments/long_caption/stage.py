@@ -36,7 +36,6 @@ from ops.stage import StageContext, StageOutcome, StageSpec
 
 
 def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageContext) -> StageOutcome:
-    from experiments.long_caption.arms import ArmSettings
     from experiments.long_caption.runs import run_arms_on_ray
     from experiments.long_caption.samples import (
         PROBES,
@@ -48,7 +47,6 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
         split_validation,
         unseen_token_shares,
     )
-    from models.text_tower_clip import TextTowerSpec
     from models.vision_tower import load_vision_tower
     from ops.image_transforms import ImageTransformConfig
 
@@ -81,16 +79,7 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
     )
     del encoders, arm_encoders  # the LLMs are not needed past this point
     encoded_s = time.perf_counter() - started
-    settings = settings_from(
-        ArmSettings,
-        config,
-        text_tower=TextTowerSpec(
-            config.text_tower_hidden_size,
-            config.text_tower_layers,
-            config.text_tower_heads,
-            config.clip_max_tokens,
-        ),
-    )
+    settings = arm_settings(config)
 
     def log_row(row: dict) -> None:
         shown = [
@@ -194,6 +183,20 @@ def run_long_caption_experiment(config: LongCaptionExperimentConfig, ctx: StageC
         "seeds": list(config.seeds),
     }
     return StageOutcome(counts=counts, metrics=metrics, details=details)
+
+
+def arm_settings(config: LongCaptionExperimentConfig):
+    """What every (arm, seed) run trains with (experiments/long_caption/arms.py), from the recipe."""
+    from experiments.long_caption.arms import ArmSettings
+    from models.text_tower_clip import TextTowerSpec
+
+    tower = TextTowerSpec(
+        config.text_tower_hidden_size,
+        config.text_tower_layers,
+        config.text_tower_heads,
+        config.clip_max_tokens,
+    )
+    return settings_from(ArmSettings, config, text_tower=tower)
 
 
 def _check_base_matches_finetune(finetune, base_llm_stage: str) -> None:
