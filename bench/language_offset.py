@@ -88,7 +88,8 @@ def _arguments() -> argparse.Namespace:
 
 
 def _stage_folders(args) -> tuple[object, dict[str, str]]:
-    """The experiment's config and the cached upstream stages' folders, from the recipe's own plan."""
+    """The experiment's config and, by role, the folders of the cached stages it reads, from the recipe's
+    own plan (so a --set that changes a key points at that key's folders)."""
     from workflows.plan import build_plan
     from workflows.recipe import load_recipe
     from workflows.registry import CHAIN
@@ -96,16 +97,19 @@ def _stage_folders(args) -> tuple[object, dict[str, str]]:
     recipe = load_recipe(args.config, CHAIN, tuple(args.overrides))
     plan = {p.spec.name: p for p in build_plan(recipe.stages, CHAIN, args.artifacts)}
     config = plan["long_caption_experiment"].config
-    needed = {"download": "shards", "tiny_models": "vision", "finetune_text": "encoder"}
-    needed[config.base_llm_stage] = "llm"
-    for stage in needed:
+    roles = {
+        "shards": ("download", "shards"),
+        "vision": ("tiny_models", "vision"),
+        "random_init": ("tiny_models", "llm"),
+        "tuned": ("finetune_text", "encoder"),
+        "base": (config.base_llm_stage, "llm"),
+    }
+    for stage in dict.fromkeys(stage for stage, _ in roles.values()):
         if not plan[stage].artifact.is_complete():
             raise SystemExit(
                 f"{stage}: no finished artifact at {plan[stage].artifact.uri}; run the recipe first"
             )
-    folders = {stage: plan[stage].artifact.child_uri(child) for stage, child in needed.items()}
-    folders["random_init"] = plan["tiny_models"].artifact.child_uri("llm")
-    return config, folders
+    return config, {role: plan[stage].artifact.child_uri(child) for role, (stage, child) in roles.items()}
 
 
 def main() -> None:
@@ -118,15 +122,13 @@ def main() -> None:
 
     config, folders = _stage_folders(args)
     began = time.perf_counter()
-    train_samples, held_samples, _ = read_samples(folders["download"], config)
+    train_samples, held_samples, _ = read_samples(folders["shards"], config)
     fit_samples, validation_samples = split_validation(train_samples, config.validation_share)
     if not validation_samples:
         raise SystemExit("the recipe sets no validation split (long_caption_experiment.validation_share)")
-    tower, mean, std = load_vision_tower(folders["tiny_models"])
+    tower, mean, std = load_vision_tower(folders["vision"])
     transform = ImageTransformConfig(size_px=int(tower.config.image_size), mean=mean, std=std)
-    encoders, tokenizer = load_encoders(
-        folders["finetune_text"], folders[config.base_llm_stage], folders["random_init"]
-    )
+    encoders, tokenizer = load_encoders(folders["tuned"], folders["base"], folders["random_init"])
     arm_encoders = {name: encoders[name] for name in ("finetuned", "base")}
     data = {
         name: captioned(samples, transform, arm_encoders, tokenizer, config)[0]

@@ -14,6 +14,7 @@ from bench.language_offset import (
     summarize,
     summary_table,
 )
+from testbed.demo_run import REPO_ROOT
 
 
 def _scenes(n: int = 128, dim: int = 32, offset: float = 6.0):
@@ -88,3 +89,37 @@ def _metric_names() -> list[str]:
     recalls = [f"{way}_{d}_r{k}" for way in ("raw", "shifted") for d in ("i2t", "t2i") for k in (1, 5)]
     geometry = ["cosine_within_second", "cosine_within_english", "cosine_between_means"]
     return [f"{split}_{name}" for split in ("held_out", "validation") for name in recalls + geometry]
+
+
+RECIPE = str(REPO_ROOT / "configs/long_caption_experiment.yaml")
+
+
+def _finished_stages(root, overrides: tuple[str, ...]) -> None:
+    """Every stage of the recipe's plan marked finished under root (an empty manifest is enough)."""
+    from workflows.plan import build_plan
+    from workflows.recipe import load_recipe
+    from workflows.registry import CHAIN
+
+    recipe = load_recipe(RECIPE, CHAIN, overrides)
+    for planned in build_plan(recipe.stages, CHAIN, str(root)):
+        planned.artifact.write_manifest({})
+
+
+@pytest.mark.parametrize("base_stage", ["lm_pretrain", "tiny_models"])
+def test_stage_folders_name_each_role_from_the_recipes_plan(tmp_path, base_stage):
+    import argparse
+
+    from bench.language_offset import _stage_folders
+
+    overrides = (f"long_caption_experiment.base_llm_stage={base_stage}",)
+    args = argparse.Namespace(config=RECIPE, artifacts=str(tmp_path), overrides=list(overrides))
+    with pytest.raises(SystemExit, match="no finished artifact"):
+        _stage_folders(args)
+    _finished_stages(tmp_path, overrides)
+    config, folders = _stage_folders(args)
+    assert config.base_llm_stage == base_stage
+    assert folders["vision"].endswith("/vision") and "/tiny_models/" in folders["vision"]
+    assert folders["random_init"].endswith("/llm") and "/tiny_models/" in folders["random_init"]
+    assert folders["base"].endswith("/llm") and f"/{base_stage}/" in folders["base"]
+    assert folders["tuned"].endswith("/encoder") and "/finetune_text/" in folders["tuned"]
+    assert folders["shards"].endswith("/shards") and "/download/" in folders["shards"]
