@@ -25,7 +25,6 @@ raw T2I is at chance though the content arrived. Shifted recall says how much of
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -166,10 +165,10 @@ def main() -> None:
                     )
                     row.update({f"{split}_{name}": value for name, value in scores.items()})
             rows.append(row)
-            held = {name: 100 * row[f"held_out_{name}"] for name in ("raw_i2t_r1", "raw_t2i_r1")}
-            held.update(
-                {name: 100 * row[f"held_out_{name}"] for name in ("shifted_i2t_r1", "shifted_t2i_r1")}
-            )
+            held = {
+                name: 100 * row[f"held_out_{name}"]
+                for name in ("raw_i2t_r1", "raw_t2i_r1", "shifted_i2t_r1", "shifted_t2i_r1")
+            }
             print(
                 f"[language_offset] {arm:<8} seed {seed}: held-out l2 R@1 raw I2T {held['raw_i2t_r1']:.1f} "
                 f"T2I {held['raw_t2i_r1']:.1f}, shifted I2T {held['shifted_i2t_r1']:.1f} "
@@ -192,18 +191,14 @@ def main() -> None:
 
 def summarize(rows: list[dict], sizes: dict[str, int]) -> dict:
     """Per arm: each metric's mean and std over seeds (std 0 for one seed), and each split's chance."""
-    summary: dict = {"chance": {split: 1 / size for split, size in sizes.items()}}
-    for arm in dict.fromkeys(row["arm"] for row in rows):
-        mine = [row for row in rows if row["arm"] == arm]
-        names = [name for name in mine[0] if name not in ("arm", "seed")]
-        summary[arm] = {
-            name: {
-                "mean": statistics.fmean(row[name] for row in mine),
-                "std": statistics.stdev(row[name] for row in mine) if len(mine) > 1 else 0.0,
-            }
-            for name in names
-        }
-    return summary
+    from experiments.long_caption import report
+
+    arms = tuple(dict.fromkeys(row["arm"] for row in rows))
+    names = tuple(name for name in rows[0] if name not in ("arm", "seed"))
+    return {
+        "chance": {split: 1 / size for split, size in sizes.items()},
+        **report.summarize(rows, arms, names),
+    }
 
 
 def summary_table(summary: dict) -> str:

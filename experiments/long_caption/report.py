@@ -10,13 +10,18 @@ KINDS = ("short", "long", "l2", "syn")
 METRICS = tuple(f"{kind}_{d}_r{k}" for kind in KINDS for d in ("i2t", "t2i") for k in (1, 5))
 
 
-def summarize(results: list[dict], arms: tuple[str, ...]) -> dict[str, dict[str, dict[str, float]]]:
-    """arm -> metric -> {mean, std} over seeds (std 0 for a single seed)."""
+def summarize(
+    results: list[dict], arms: tuple[str, ...], metrics: tuple[str, ...] | None = None
+) -> dict[str, dict[str, dict[str, float]]]:
+    """arm -> metric -> {mean, std} over seeds (std 0 for a single seed); metrics: the experiment's recalls
+    and losses unless named."""
+    if metrics is None:
+        metrics = (*METRICS, *(f"val_{m}" for m in METRICS), "loss_first", "loss_last")
     summary = {}
     for arm in arms:
         rows = [r for r in results if r["arm"] == arm]
         summary[arm] = {}
-        for metric in (*METRICS, *(f"val_{m}" for m in METRICS), "loss_first", "loss_last"):
+        for metric in metrics:
             if not rows or metric not in rows[0]:
                 continue
             values = [r[metric] for r in rows]
